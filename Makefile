@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared)
+
+# Offline, reproducible YOLO: never download weights, fonts or packages at run time.
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := False
+export YOLO_CONFIG_DIR := $(CURDIR)/.local/yolo-config
+export YOLO_WEIGHTS ?= $(SHARED)/models/yolov8n.pt
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: venv node test demo local-up local-down clean
+
+venv: $(VENV)/.installed
+node: node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: venv node
+	$(PY) -m pytest
+
+clean:
+	rm -rf .local demo-output bench-results.json
