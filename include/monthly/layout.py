@@ -1,0 +1,199 @@
+"""Where the monthly job keeps its blobs, and how months, runs and jobs are named.
+
+This is the one settings module of the monthly job: container names, blob
+paths, the image extensions that are scored, shard and upload sizes, and the
+naming rules for run keys and Azure Batch job ids. Everything else asks here.
+
+Blob layout::
+
+    images/        YYYYMM/...any/nested/path/photo.jpg           (input, read only)
+    work/          runs/YYYYMM/<run_key>/stage.json              (staging record)
+                   runs/YYYYMM/<run_key>/manifests/shard-00000.txt
+                   runs/YYYYMM/<run_key>/results/shard-00000.csv (written by scoring tasks)
+                   runs/YYYYMM/<run_key>/logs/shard-00000/stdout.txt, stderr.txt
+                   runs/YYYYMM/<run_key>/code/score.py
+    predictions/   YYYYMM/predictions.csv, YYYYMM/summary.json   (published outputs)
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+# Files scored as images (compared lower-case); every other blob is recorded as skipped.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
+DEFAULT_SHARD_SIZE = 500
+# Block size for the atomic upload of predictions.csv (Azure allows 50,000 blocks per blob).
+PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
+# How many names an error message or a record lists before saying "and N more".
+MAX_LISTED_NAMES = 20
+# Longest failure reason copied into an `error` row (stderr tails can be long).
+MAX_ERROR_REASON_CHARS = 2000
+# Azure Batch ids: letters, digits, hyphens, underscores; at most 64 characters;
+# unique case-insensitively, so ours are lower-case.
+BATCH_ID_MAX_LENGTH = 64
+
+_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+_UNSAFE_RE = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    """A calendar month, the unit the job processes."""
+
+    year: int
+    month: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.month <= 12 or not 1 <= self.year <= 9999:
+            raise ValueError(f"not a calendar month: year={self.year!r} month={self.month!r}")
+
+    @property
+    def key(self) -> str:
+        """`YYYYMM`, the folder name used in Blob storage."""
+        return f"{self.year:04d}{self.month:02d}"
+
+    @property
+    def prefix(self) -> str:
+        """`YYYYMM/`, the month's folder in the input and output containers."""
+        return f"{self.key}/"
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @classmethod
+    def of(cls, day: dt.date) -> Month:
+        """The month a date (or datetime, e.g. a data interval start) falls in."""
+        return cls(day.year, day.month)
+
+
+def parse_month(text: str) -> Month:
+    """Parse `YYYY-MM` (e.g. "2024-01"); anything else is a ValueError naming the input."""
+    match = _MONTH_RE.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"month {text!r} is not in the form YYYY-MM (e.g. 2024-01)")
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {text!r} has month {month:02d}; it must be 01..12")
+    if year < 1:
+        raise ValueError(f"month {text!r} has year {year:04d}; it must be 0001..9999")
+    return Month(year, month)
+
+
+def _slug(text: str, limit: int) -> str:
+    """Lower-case letters, digits and single hyphens, at most `limit` characters."""
+    return _UNSAFE_RE.sub("-", text.lower()).strip("-")[:limit].strip("-")
+
+
+def _hash8(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:8]
+
+
+def run_key(run_id: str) -> str:
+    """A short key for one Airflow run, safe in blob names and Batch ids.
+
+    Readable (a slug of the run id) and unique (8 hex of its SHA-256): two run
+    ids that slug alike, or differ only in case, still get different keys.
+    """
+    if not run_id:
+        raise ValueError("run_id must be a non-empty string")
+    slug = _slug(run_id, 40)
+    digest = _hash8(run_id)
+    return f"{slug}-{digest}" if slug else digest
+
+
+def job_id(dag_id: str, month: Month, run_id: str) -> str:
+    """The Azure Batch job id of one DAG run for one month: deterministic, ≤ 64 chars.
+
+    The same (dag, month, run) always gives the same id, so a retried task finds
+    its job instead of creating a second one; other months or runs never share it.
+    """
+    if not dag_id or not run_id:
+        raise ValueError(f"dag_id and run_id must be non-empty (got {dag_id!r}, {run_id!r})")
+    digest = _hash8(dag_id, month.key, run_id)
+    parts = [_slug(dag_id, 20), month.key, _slug(run_id, 24), digest]
+    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH]
+
+
+def shard_id(index: int) -> str:
+    """`shard-00000`: the id of the index-th shard (also its Batch task id)."""
+    return f"shard-{index:05d}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Blob names of one run's working files in the work container."""
+
+    month: Month
+    run_key: str
+
+    @property
+    def prefix(self) -> str:
+        return f"runs/{self.month.key}/{self.run_key}/"
+
+    @property
+    def manifests_prefix(self) -> str:
+        return f"{self.prefix}manifests/"
+
+    @property
+    def results_prefix(self) -> str:
+        return f"{self.prefix}results/"
+
+    @property
+    def stage_record(self) -> str:
+        return f"{self.prefix}stage.json"
+
+    def manifest(self, shard: str) -> str:
+        return f"{self.manifests_prefix}{shard}.txt"
+
+    def result(self, shard: str) -> str:
+        return f"{self.results_prefix}{shard}.csv"
+
+    def logs_prefix(self, shard: str) -> str:
+        return f"{self.prefix}logs/{shard}/"
+
+    def log(self, shard: str, stream: str) -> str:
+        """`stream` is "stdout" or "stderr"."""
+        return f"{self.logs_prefix(shard)}{stream}.txt"
+
+    def code(self, name: str = "score.py") -> str:
+        return f"{self.prefix}code/{name}"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Blob names of one month's published outputs in the output container."""
+
+    month: Month
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.month.prefix}predictions.csv"
+
+    @property
+    def summary(self) -> str:
+        return f"{self.month.prefix}summary.json"
+
+
+@dataclass(frozen=True)
+class BlobLayout:
+    """The three containers of the job (names overridable per deployment)."""
+
+    input_container: str = "images"
+    work_container: str = "work"
+    output_container: str = "predictions"
+
+    def run(self, month: Month, run_key: str) -> RunPaths:
+        return RunPaths(month, run_key)
+
+    def output(self, month: Month) -> OutputPaths:
+        return OutputPaths(month)
+
+
+def is_image_name(name: str) -> bool:
+    """True if the blob name has one of IMAGE_EXTENSIONS (any case)."""
+    return not name.endswith("/") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS

@@ -1,0 +1,120 @@
+"""Month parsing, run keys and Batch job ids: the names that keep runs apart."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from include.monthly.layout import (
+    BlobLayout,
+    Month,
+    is_image_name,
+    job_id,
+    parse_month,
+    run_key,
+)
+from include.monthly.staging import validate_run_key
+
+BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+RUN_IDS = [
+    "manual__2024-02-01T00:00:00+00:00",
+    "scheduled__2024-02-01T00:00:00+00:00",
+    "backfill__2024-02-01T00:00:00+00:00",
+    "Manual__2024-02-01T00:00:00+00:00",  # differs only in case (Batch ids are case-insensitive)
+    "manual__2024-02-01T00:00:00-00:00",  # slugs like the first one
+    "a" * 250,
+    "ü/../;$(rm -rf /)`x` 月次",
+]
+
+
+def test_parse_month_gives_prefix_and_key() -> None:
+    month = parse_month("2024-01")
+    assert (month.year, month.month) == (2024, 1)
+    assert month.prefix == "202401/"
+    assert month.key == "202401"
+    assert str(month) == "2024-01"
+    assert parse_month("1999-12").prefix == "199912/"
+
+
+@pytest.mark.parametrize(
+    "text", ["2024-13", "2024-00", "24-1", "2024-1", "2024/01", "202401", "2024-01-01", "", "abcd-ef", "0000-05"]
+)
+def test_parse_month_rejects_bad_input_naming_it(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_month(text)
+    assert repr(text) in str(caught.value)
+
+
+def test_month_of_a_data_interval_start() -> None:
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    assert Month.of(start) == parse_month("2024-01")
+    assert Month.of(dt.date(2023, 12, 31)).prefix == "202312/"
+
+
+def test_run_key_is_deterministic_distinct_and_safe() -> None:
+    keys = [run_key(run_id) for run_id in RUN_IDS]
+    assert keys == [run_key(run_id) for run_id in RUN_IDS]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert validate_run_key(key) == key
+        assert BATCH_ID.match(key) and len(key) <= 64 and "/" not in key
+
+
+def test_run_key_rejects_empty_run_id() -> None:
+    with pytest.raises(ValueError, match="run_id"):
+        run_key("")
+
+
+def test_job_id_is_deterministic_distinct_per_month_run_and_dag() -> None:
+    months = [parse_month(m) for m in ("2024-01", "2024-02", "2025-01")]
+    ids = {
+        (dag, str(month), run): job_id(dag, month, run)
+        for dag in ("monthly_detection", "monthly_detection_v2", "x" * 200)
+        for month in months
+        for run in RUN_IDS
+    }
+    assert len(set(ids.values())) == len(ids)
+    assert len({value.lower() for value in ids.values()}) == len(ids)
+    for (dag, month, run), value in ids.items():
+        assert BATCH_ID.match(value), value
+        assert value == job_id(dag, parse_month(month), run)
+
+
+def test_job_id_is_readable() -> None:
+    value = job_id("monthly_detection", parse_month("2024-01"), "manual__2024-02-01T00:00:00+00:00")
+    assert value.startswith("monthly-detection-202401-manual-2024-02-01")
+
+
+def test_run_paths_keep_months_and_runs_apart() -> None:
+    layout = BlobLayout()
+    january = layout.run(parse_month("2024-01"), run_key("r1"))
+    assert january.manifest("shard-00000") == f"runs/202401/{run_key('r1')}/manifests/shard-00000.txt"
+    assert january.result("shard-00003").endswith("/results/shard-00003.csv")
+    assert january.log("shard-00001", "stderr").endswith("/logs/shard-00001/stderr.txt")
+    assert january.code().endswith("/code/score.py")
+    others = [layout.run(parse_month("2024-02"), run_key("r1")), layout.run(parse_month("2024-01"), run_key("r2"))]
+    for other in others:
+        assert not other.prefix.startswith(january.prefix) and not january.prefix.startswith(other.prefix)
+    assert layout.output(parse_month("2024-01")).predictions == "202401/predictions.csv"
+    assert layout.output(parse_month("2024-01")).summary == "202401/summary.json"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("202401/a.jpg", True),
+        ("202401/deep/er/B.JPEG", True),
+        ("202401/x.Png", True),
+        ("202401/x.bmp", True),
+        ("202401/x.tif", True),
+        ("202401/x.TIFF", True),
+        ("202401/x.webp", True),
+        ("202401/notes.txt", False),
+        ("202401/archive.jpg.zip", False),
+        ("202401/jpg", False),
+        ("202401/folder.jpg/", False),
+    ],
+)
+def test_image_names_are_chosen_by_extension(name: str, expected: bool) -> None:
+    assert is_image_name(name) is expected
