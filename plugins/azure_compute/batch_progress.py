@@ -1,0 +1,133 @@
+"""Pure decisions shared by the Batch sensors (poke mode) and triggers (deferred).
+
+Both ask the same two questions — are the pool's nodes ready, is the job done —
+so the answers live here once, with no I/O, and are easy to test.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+READY_NODE_STATES = {"idle", "running"}
+DEAD_NODE_STATES = {"starttaskfailed", "unusable"}
+
+
+@dataclass(frozen=True)
+class ErrorThreshold:
+    """How many failed tasks a job may have and still succeed.
+
+    Like Azure ML's ``error_threshold``: ``-1`` allows any number, a whole
+    number is a count, and a value with ``%`` (``"5%"``) a share of all tasks.
+    """
+
+    spec: str = "0"
+
+    def __post_init__(self) -> None:
+        self.allowed(100)  # validate early: a bad value names itself
+
+    def allowed(self, total: int) -> int | None:
+        """Failed tasks allowed out of ``total``; None means unlimited."""
+        text = str(self.spec).strip()
+        try:
+            if text.endswith("%"):
+                share = float(text[:-1])
+                if not 0 <= share <= 100:
+                    raise ValueError
+                return math.floor(total * share / 100)
+            count = int(text)
+        except ValueError:
+            raise ValueError(
+                f"error_threshold {self.spec!r} is not -1, a count >= 0, or a percentage like '5%'"
+            ) from None
+        if count < -1:
+            raise ValueError(f"error_threshold {self.spec!r} must be -1 or >= 0")
+        return None if count == -1 else count
+
+    def exceeded(self, failed: int, total: int) -> bool:
+        allowed = self.allowed(total)
+        return allowed is not None and failed > allowed
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Task counts of one poll, and what they mean."""
+
+    active: int
+    running: int
+    succeeded: int
+    failed: int
+
+    @classmethod
+    def from_counts(cls, counts) -> "JobProgress":
+        """From ``BatchTaskCounts`` (SDK model) or its dict form."""
+        get = counts.get if isinstance(counts, dict) else lambda key: getattr(counts, key)
+        return cls(active=get("active"), running=get("running"), succeeded=get("succeeded"), failed=get("failed"))
+
+    @property
+    def completed(self) -> int:
+        return self.succeeded + self.failed
+
+    @property
+    def total(self) -> int:
+        return self.active + self.running + self.completed
+
+    def is_done(self, expected_tasks: int) -> bool:
+        """Every expected task has completed (a job with fewer tasks is not done)."""
+        return self.active == 0 and self.running == 0 and self.completed >= expected_tasks
+
+    def describe(self, expected_tasks: int, elapsed_s: float, done_at_start: int = 0) -> str:
+        """``done/total, failed, running, rate, ETA`` — the line users watch."""
+        total = max(expected_tasks, self.total)
+        finished_here = self.completed - done_at_start
+        rate = finished_here / elapsed_s * 60 if elapsed_s > 0 else 0.0
+        remaining = total - self.completed
+        if remaining <= 0:
+            eta = "0s"
+        elif finished_here > 0:
+            eta = f"{remaining / (finished_here / elapsed_s):.0f}s"
+        else:
+            eta = "unknown"
+        return (
+            f"{self.completed}/{total} tasks done, {self.failed} failed, {self.running} running, "
+            f"{self.active} queued, {rate:.1f} tasks/min, ETA {eta}"
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"active": self.active, "running": self.running, "succeeded": self.succeeded, "failed": self.failed}
+
+
+@dataclass(frozen=True)
+class PoolReadiness:
+    """Where a pool's nodes stand: ready to run tasks, still coming, or dead."""
+
+    ready: int
+    dead: int
+    other: int
+    steady: bool
+    resize_errors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pool(cls, allocation_state: str | None, node_states: Iterable[str], resize_errors: Iterable[str] = ()) -> "PoolReadiness":
+        states = [str(state).lower() for state in node_states]
+        ready = sum(state in READY_NODE_STATES for state in states)
+        dead = sum(state in DEAD_NODE_STATES for state in states)
+        return cls(
+            ready=ready, dead=dead, other=len(states) - ready - dead,
+            steady=str(allocation_state or "").lower() == "steady",
+            resize_errors=tuple(resize_errors),
+        )
+
+    def verdict(self, min_ready: int) -> str:
+        """``ready``, ``waiting`` or ``failed``."""
+        if self.ready >= min_ready:
+            return "ready"
+        if self.steady and self.other == 0 and (self.dead > 0 or self.resize_errors):
+            return "failed"
+        return "waiting"
+
+    def describe(self) -> str:
+        text = f"{self.ready} ready, {self.dead} failed (starttaskfailed/unusable), {self.other} starting"
+        if self.resize_errors:
+            text += "; resize errors: " + "; ".join(self.resize_errors)
+        return text

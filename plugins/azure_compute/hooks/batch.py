@@ -1,0 +1,251 @@
+"""Azure Batch hook: the provider's authenticated ``BatchClient`` plus bulk helpers.
+
+The provider's ``AzureBatchHook`` already turns an ``azure_batch`` connection
+(shared key or Entra ID) into a ``BatchClient``; this hook adds what operators
+running thousands of shards need: size-aware bulk adds that are safe to repeat,
+one-call task counts, failed-task details with stderr tails, and an async client
+for triggers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.batch import BatchClient, models as batch_models
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from airflow.providers.microsoft.azure.hooks.batch import AzureBatchHook
+
+#: Azure Batch accepts at most 100 tasks and 1 MB per add-collection request.
+MAX_TASKS_PER_REQUEST = 100
+MAX_REQUEST_BYTES = 1_000_000
+#: Keep a margin for the envelope and for the SDK's serialisation differences.
+_REQUEST_BYTES_BUDGET = 900_000
+_SERVER_ERROR_ATTEMPTS = 3
+
+
+class BatchTaskAddError(RuntimeError):
+    """Some tasks could not be added for a reason a retry will not fix."""
+
+
+@dataclass
+class AddTasksResult:
+    """What a bulk add did: new tasks, tasks that already existed, requests made."""
+
+    added: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A completed task whose result is failure, with what a human needs to act."""
+
+    task_id: str
+    exit_code: int | None
+    failure_code: str | None
+    failure_message: str | None
+    stderr_tail: str
+
+    def describe(self) -> str:
+        parts = [f"task {self.task_id}: exit code {self.exit_code}"]
+        if self.failure_code:
+            parts.append(f"{self.failure_code}: {self.failure_message or ''}".strip())
+        text = "; ".join(parts)
+        if self.stderr_tail:
+            text += "\n--- stderr (tail) ---\n" + self.stderr_tail.rstrip()
+        return text
+
+
+def _task_size(task: batch_models.BatchTaskCreateOptions) -> int:
+    return len(json.dumps(task.as_dict()).encode())
+
+
+def chunk_tasks(tasks: list[batch_models.BatchTaskCreateOptions]) -> list[list[batch_models.BatchTaskCreateOptions]]:
+    """Split tasks into add-collection requests within Azure's count and size limits."""
+    chunks: list[list[batch_models.BatchTaskCreateOptions]] = []
+    current: list[batch_models.BatchTaskCreateOptions] = []
+    current_bytes = 0
+    for task in tasks:
+        size = _task_size(task)
+        if size > _REQUEST_BYTES_BUDGET:
+            raise BatchTaskAddError(f"task {task.id} is {size} bytes; Azure Batch accepts at most 1 MB per request")
+        if current and (len(current) == MAX_TASKS_PER_REQUEST or current_bytes + size > _REQUEST_BYTES_BUDGET):
+            chunks.append(current)
+            current, current_bytes = [], 0
+        current.append(task)
+        current_bytes += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class BatchHook(AzureBatchHook):
+    """Interact with Azure Batch through the provider's ``azure_batch`` connection.
+
+    :param azure_batch_conn_id: Airflow connection of type ``azure_batch``: login is
+        the account name, password the account key (or no key for Entra ID), and
+        ``extra.account_url`` the account endpoint.
+    """
+
+    @property
+    def client(self) -> BatchClient:
+        return self.connection
+
+    # -- pools -------------------------------------------------------------
+    def get_pool(self, pool_id: str) -> batch_models.BatchPool | None:
+        """The pool, or None when it does not exist (``pool_exists`` raises on a missing pool)."""
+        try:
+            return self.client.get_pool(pool_id)
+        except ResourceNotFoundError:
+            return None
+
+    def resize_pool(self, pool_id: str, dedicated: int = 0, low_priority: int = 0) -> None:
+        """Ask for a new node count; an autoscaled pool gets autoscale disabled first."""
+        pool = self.get_pool(pool_id)
+        if pool is None:
+            return
+        if pool.enable_auto_scale:
+            self.client.disable_pool_auto_scale(pool_id)
+        if pool.allocation_state == batch_models.AllocationState.RESIZING:
+            self.client.begin_stop_pool_resize(pool_id, polling_interval=1).result()
+        self.client.begin_resize_pool(
+            pool_id,
+            batch_models.BatchPoolResizeOptions(
+                target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority
+            ),
+            polling_interval=1,
+        ).result()
+
+    def delete_pool(self, pool_id: str) -> bool:
+        """Delete the pool; False when it was already gone."""
+        try:
+            self.client.begin_delete_pool(pool_id, polling_interval=1).result()
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # -- jobs --------------------------------------------------------------
+    def get_job(self, job_id: str) -> batch_models.BatchJob | None:
+        try:
+            return self.client.get_job(job_id)
+        except ResourceNotFoundError:
+            return None
+
+    def terminate_job(self, job_id: str, reason: str) -> bool:
+        """Terminate an active job; False when it is missing or already completed."""
+        job = self.get_job(job_id)
+        if job is None or job.state in (batch_models.BatchJobState.COMPLETED, batch_models.BatchJobState.TERMINATING):
+            return False
+        self.client.begin_terminate_job(
+            job_id, options=batch_models.BatchJobTerminateOptions(termination_reason=reason), polling_interval=1
+        ).result()
+        return True
+
+    def delete_job(self, job_id: str) -> bool:
+        try:
+            self.client.begin_delete_job(job_id, polling_interval=1).result()
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    # -- tasks -------------------------------------------------------------
+    def add_tasks(self, job_id: str, tasks: list[batch_models.BatchTaskCreateOptions]) -> AddTasksResult:
+        """Add tasks in as few add-collection requests as Azure allows; safe to repeat.
+
+        A task that already exists (``TaskExists``, from an earlier attempt of the
+        same Airflow task) counts as done, so a retry adds only what is missing.
+        Server errors for single tasks are retried; any other refusal raises with
+        every refused task id and Azure's reason.
+        """
+        result = AddTasksResult()
+        pending = list(tasks)
+        for _attempt in range(_SERVER_ERROR_ATTEMPTS):
+            retry: list[batch_models.BatchTaskCreateOptions] = []
+            refused: list[str] = []
+            by_id = {task.id: task for task in pending}
+            for chunk in chunk_tasks(pending):
+                response = self.client.create_task_collection(
+                    job_id, batch_models.BatchTaskGroup(task_values=chunk)
+                )
+                result.requests += 1
+                for item in response.result_values or []:
+                    status = item.status
+                    code = item.error.code if item.error else None
+                    if status == batch_models.BatchTaskAddStatus.SUCCESS:
+                        result.added.append(item.task_id)
+                    elif code == "TaskExists":
+                        result.existing.append(item.task_id)
+                    elif status == batch_models.BatchTaskAddStatus.SERVER_ERROR:
+                        retry.append(by_id[item.task_id])
+                    else:
+                        message = item.error.message.value if item.error and item.error.message else ""
+                        refused.append(f"{item.task_id}: {code} {message}".strip())
+            if refused:
+                raise BatchTaskAddError(f"Azure Batch refused {len(refused)} task(s) of job {job_id}: " + "; ".join(refused))
+            if not retry:
+                return result
+            pending = retry
+        raise BatchTaskAddError(
+            f"Azure Batch kept answering server errors for {len(pending)} task(s) of job {job_id}: "
+            + ", ".join(task.id for task in pending[:20])
+        )
+
+    def task_counts(self, job_id: str) -> batch_models.BatchTaskCounts:
+        """Task counts of a job in one request (never lists the tasks)."""
+        return self.client.get_job_task_counts(job_id).task_counts
+
+    def failed_tasks(self, job_id: str, limit: int = 20, stderr_bytes: int = 2000) -> list[FailedTask]:
+        """Completed tasks whose result is failure, with exit codes and stderr tails.
+
+        Called once, when a wait ends with failures; it lists only completed tasks.
+        """
+        failed: list[FailedTask] = []
+        for task in self.client.list_tasks(job_id, filter="state eq 'completed'", select=["id", "executionInfo"]):
+            info = task.execution_info
+            if info is None or info.result != batch_models.BatchTaskExecutionResult.FAILURE:
+                continue
+            failure = info.failure_info
+            failed.append(
+                FailedTask(
+                    task_id=task.id,
+                    exit_code=info.exit_code,
+                    failure_code=failure.code if failure else None,
+                    failure_message=failure.message if failure else None,
+                    stderr_tail=self.stderr_tail(job_id, task.id, stderr_bytes) if len(failed) < limit else "",
+                )
+            )
+        return failed
+
+    def stderr_tail(self, job_id: str, task_id: str, max_bytes: int = 2000) -> str:
+        """The last bytes of a task's stderr.txt, or '' when the node no longer has it."""
+        try:
+            data = b"".join(self.client.download_task_file(job_id, task_id, "stderr.txt"))
+        except HttpResponseError:
+            return ""
+        return data[-max_bytes:].decode("utf-8", errors="replace")
+
+    # -- async -------------------------------------------------------------
+    async def get_async_client(self):
+        """An ``azure.batch.aio.BatchClient`` for triggers, from the same connection."""
+        from azure.batch.aio import BatchClient as AsyncBatchClient
+
+        from airflow.providers.common.compat.connection import get_async_connection
+
+        conn = await get_async_connection(self.conn_id, hook=self)
+        extras = conn.extra_dejson
+        account_url = self._get_field(extras, "account_url")
+        if not account_url:
+            raise ValueError(f"connection {self.conn_id!r} has no extra 'account_url'")
+        if conn.login and conn.password:
+            credential: Any = AzureNamedKeyCredential(conn.login, conn.password)
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(
+                managed_identity_client_id=extras.get("managed_identity_client_id"),
+                workload_identity_tenant_id=extras.get("workload_identity_tenant_id"),
+            )
+        return AsyncBatchClient(endpoint=account_url, credential=credential)

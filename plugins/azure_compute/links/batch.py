@@ -1,0 +1,60 @@
+"""Extra links from Batch operators to the pool and job in the Azure portal.
+
+The URL is built when the operator runs (it knows the account and the ids) and
+kept in XCom; the link only reads it back, so the UI needs no connection.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import quote, urlparse
+
+from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+PORTAL = "https://portal.azure.com/#@/resource"
+
+
+def batch_account_portal_url(account_url: str, subscription_id: str | None, resource_group: str | None) -> str:
+    """The Batch account's page in the portal, or the portal's Batch list when the ids are unknown."""
+    account = (urlparse(account_url).hostname or "").split(".")[0]
+    if not (subscription_id and resource_group and account):
+        return "https://portal.azure.com/#browse/Microsoft.Batch%2FbatchAccounts"
+    return (
+        f"{PORTAL}/subscriptions/{quote(subscription_id)}/resourceGroups/{quote(resource_group)}"
+        f"/providers/Microsoft.Batch/batchAccounts/{quote(account)}"
+    )
+
+
+class _PersistedLink(BaseOperatorLink):
+    """A link whose URL an operator stored in XCom under ``key``."""
+
+    key: ClassVar[str]
+
+    def get_link(self, operator, *, ti_key: "TaskInstanceKey") -> str:
+        return XCom.get_value(key=self.key, ti_key=ti_key) or ""
+
+    @classmethod
+    def persist(cls, context: "Context", url: str) -> None:
+        context["ti"].xcom_push(key=cls.key, value=url)
+
+
+class AzureBatchPoolLink(_PersistedLink):
+    name = "Azure Batch pool"
+    key = "azure_batch_pool_url"
+
+    @staticmethod
+    def url(account_page: str, pool_id: str) -> str:
+        return f"{account_page}/pools/{quote(pool_id)}" if "/batchAccounts/" in account_page else account_page
+
+
+class AzureBatchJobLink(_PersistedLink):
+    name = "Azure Batch job"
+    key = "azure_batch_job_url"
+
+    @staticmethod
+    def url(account_page: str, job_id: str) -> str:
+        return f"{account_page}/jobs/{quote(job_id)}" if "/batchAccounts/" in account_page else account_page

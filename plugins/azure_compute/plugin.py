@@ -1,0 +1,11 @@
+"""Registers our operator extra links with Airflow (the UI resolves links by class)."""
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink
+
+
+class AzureComputePlugin(AirflowPlugin):
+    name = "azure_compute"
+    operator_extra_links = [AzureBatchPoolLink(), AzureBatchJobLink()]

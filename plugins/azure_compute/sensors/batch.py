@@ -1,0 +1,139 @@
+"""Wait for every task of an Azure Batch job, deferrable by default.
+
+Checks once before deferring (a finished job needs no trigger), then waits in
+the triggerer with one task-counts request per poll. When the job is done, the
+error threshold decides: within it, the failed task ids go to XCom so the merge
+can write ``error`` rows for their images; beyond it, the task fails with each
+failed task's id, exit code and stderr tail in the log.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from azure_compute.batch_progress import ErrorThreshold, JobProgress
+from azure_compute.hooks.batch import BatchHook
+from azure_compute.links.batch import AzureBatchJobLink
+from azure_compute.triggers.batch import AzureBatchJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class AzureBatchJobFailedError(RuntimeError):
+    """More tasks failed than the error threshold allows."""
+
+
+class AzureBatchJobSensor(BaseSensorOperator):
+    """Wait until all tasks of a Batch job completed, then judge failures.
+
+    :param job_id: The job (templated).
+    :param expected_tasks: How many tasks the job must hold when done (templated;
+        usually the add operator's ``task_count``). Guards against calling a job
+        done before all its tasks were added.
+    :param error_threshold: Failed tasks allowed: ``0`` (default), a count, ``-1``
+        for any, or a share like ``"5%"``.
+    :param poke_interval: Seconds between polls.
+    :param timeout: Seconds to wait in all before failing.
+    :param deferrable: Wait in the triggerer, holding no worker slot.
+    :param azure_batch_conn_id: The ``azure_batch`` connection.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "expected_tasks", "error_threshold")
+    operator_extra_links = (AzureBatchJobLink(),)
+    ui_color = "#e6f1fb"
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        expected_tasks: int | str,
+        error_threshold: int | str = 0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        azure_batch_conn_id: str = "azure_batch_default",
+        poke_interval: float = 30,
+        timeout: float = 12 * 3600,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.job_id = job_id
+        self.expected_tasks = expected_tasks
+        self.error_threshold = error_threshold
+        self.deferrable = deferrable
+        self.azure_batch_conn_id = azure_batch_conn_id
+        self._started = time.time()
+
+    @property
+    def hook(self) -> BatchHook:
+        return BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
+
+    def _expected(self) -> int:
+        try:
+            expected = int(self.expected_tasks)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected_tasks {self.expected_tasks!r} is not a whole number") from None
+        if expected < 0:
+            raise ValueError(f"expected_tasks must be >= 0, got {expected}")
+        return expected
+
+    def execute(self, context: Context) -> Any:
+        ErrorThreshold(str(self.error_threshold))  # a bad value fails before any wait
+        self._started = time.time()
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)
+        if result.is_done:
+            return result.xcom_value
+        self.defer(
+            trigger=AzureBatchJobTrigger(
+                job_id=self.job_id, expected_tasks=self._expected(),
+                azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
+                end_time=time.time() + float(self.timeout), started_at=self._started,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout) + 120),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        progress = JobProgress.from_counts(self.hook.task_counts(self.job_id))
+        expected = self._expected()
+        self.log.info("job %s: %s", self.job_id, progress.describe(expected, time.time() - self._started))
+        if not progress.is_done(expected):
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._judge(progress))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        status = event.get("status")
+        if status != "done":
+            raise RuntimeError(f"waiting for job {self.job_id} ended with {status}: {event.get('message')}")
+        return self._judge(JobProgress.from_counts(event["counts"]))
+
+    def _judge(self, progress: JobProgress) -> dict[str, Any]:
+        """Apply the error threshold; name every failed task when it is exceeded."""
+        failed_tasks = self.hook.failed_tasks(self.job_id) if progress.failed else []
+        for failed in failed_tasks:
+            self.log.warning("%s", failed.describe())
+        result = {
+            "job_id": self.job_id,
+            "counts": progress.as_dict(),
+            "failed_tasks": {f.task_id: f"exit code {f.exit_code}: {(f.stderr_tail or f.failure_message or '').strip()[-500:]}"
+                             for f in failed_tasks},
+        }
+        threshold = ErrorThreshold(str(self.error_threshold))
+        if threshold.exceeded(progress.failed, progress.total):
+            summary = "; ".join(f"{f.task_id} (exit code {f.exit_code})" for f in failed_tasks[:20])
+            raise AzureBatchJobFailedError(
+                f"job {self.job_id}: {progress.failed} of {progress.total} tasks failed, more than the "
+                f"error threshold {self.error_threshold!r} allows: {summary}"
+            )
+        if progress.failed:
+            self.log.warning("job %s: %d failed task(s) within the error threshold %r",
+                             self.job_id, progress.failed, self.error_threshold)
+        return result
+
+    def on_kill(self) -> None:
+        self.hook.terminate_job(self.job_id, "Airflow task killed")
