@@ -1,0 +1,818 @@
+"""Score images with a YOLOv8 detector and write one CSV row set per image.
+
+This single file is what every backend runs: Azure Batch tasks call the command
+line, Azure ML calls ``init()`` / ``run(mini_batch)``, and other code imports
+``load_model`` / ``score_items``. It depends only on ultralytics, torch, numpy,
+pandas, Pillow and the standard library, so it can be uploaded alone to a node.
+
+Command line::
+
+    python score.py --images DIR_OR_MANIFEST --output OUT.csv [--root DIR_OR_URL]
+        [--weights PATH] [--batch-size N] [--device auto|cpu|cuda:0]
+        [--imgsz 640] [--conf 0.25] [--workers N] [--max-pixels N] [--summary]
+
+Inputs:
+  * a directory is scanned recursively for .jpg .jpeg .png .bmp .tif .tiff .webp
+    files (any letter case), in sorted order; ``image`` is the path relative to
+    ``--root`` (default: the directory itself);
+  * any other path is a manifest: UTF-8 text, one path per line relative to
+    ``--root`` (default: the manifest's folder), blank lines ignored, read as a
+    stream. ``image`` is the manifest line. A line that is absolute or contains a
+    ``..`` segment becomes an error row and is never opened.
+  * ``--root`` may be the ``http(s)://`` URL of a blob container or folder; each
+    manifest line is then a blob name fetched with HTTP GET in the decode
+    threads. A SAS token is read only from the ``SCORING_SAS_TOKEN`` env var.
+
+Output: CSV, UTF-8, columns ``COLUMNS``; one ``ok`` row per detection, one
+``empty`` row for an image without detections, one ``error`` row (with the
+reason) for a file that cannot be read as an image. Boxes and sizes are in
+pixels of the original image after EXIF orientation. The CSV is written to a
+temporary file next to the output and renamed when complete.
+
+Settings (a command-line argument wins over its environment variable):
+  YOLO_WEIGHTS        weights file or folder (default ``yolov8n.pt``)
+  SCORING_DEVICE      auto | cpu | cuda:0 ... (default auto)
+  SCORING_BATCH_SIZE  images per forward pass (default 8)
+  SCORING_IMGSZ       inference size in pixels (default 640)
+  SCORING_CONF        confidence threshold (default 0.25)
+  SCORING_WORKERS     decode/download threads (default 2 x CPUs, 4..16)
+  SCORING_MAX_PIXELS  larger images are error rows (default 100,000,000)
+  SCORING_ROOT        root for names; Azure ML: the input folder (see below)
+  SCORING_SAS_TOKEN   SAS token for an http(s) ``--root`` (never an argument)
+
+Azure ML: ``init()`` loads the model from ``AZUREML_MODEL_DIR`` when set (a
+weights file, or a folder holding one ``.pt`` file or ``*_openvino_model``
+folder), otherwise from the weights setting. Settings come from the env vars
+above or from program arguments (parsed with ``parse_known_args``, so the
+driver's own arguments are ignored). ``run(mini_batch)`` returns a DataFrame
+with ``COLUMNS``; ``image`` is the file's path relative to ``--root`` /
+``SCORING_ROOT`` (pass the input folder, e.g. ``--root ${{inputs.images}}``)
+when the file lies under it, else the file name alone.
+
+Exit status: 0 when the run happened (bad images are rows, not failures);
+1 when it could not (weights missing, manifest unreadable, output not
+writable, storage refused the SAS or was unreachable), with a one-line message.
+"""
+from __future__ import annotations
+
+import os
+
+# Ultralytics sets OMP_NUM_THREADS=1 on import when it is unset, so remember
+# now whether the user chose a thread count themselves.
+_USER_SET_THREADS = "OMP_NUM_THREADS" in os.environ
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import email.utils  # noqa: E402
+import http.client  # noqa: E402
+import io  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
+import urllib.request  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter, deque  # noqa: E402
+from collections.abc import Iterable, Iterator, Sequence  # noqa: E402
+from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
+from pathlib import Path, PurePosixPath  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
+
+COLUMNS: tuple[str, ...] = (
+    "image", "status", "class_id", "class_name", "confidence",
+    "x1", "y1", "x2", "y2", "image_width", "image_height", "error",
+)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Only these decoders ever see a file: no EPS (Ghostscript), no exotic parsers.
+PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "WEBP")
+DEFAULT_WEIGHTS = "yolov8n.pt"
+MAX_FILE_BYTES = 512 * 1024 * 1024
+DOWNLOAD_TRIES = 5
+DOWNLOAD_TIMEOUT_S = 60.0
+MAX_RETRY_WAIT_S = 30.0
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+SAS_ENV = "SCORING_SAS_TOKEN"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+Row = tuple[Any, ...]
+
+
+class ScoringError(Exception):
+    """The run cannot happen or cannot go on (bad setting, weights, output, storage)."""
+
+
+class ImageError(Exception):
+    """One input cannot be scored; it becomes an error row and the run goes on."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that tunes a run; built from env vars and arguments in one place."""
+
+    weights: str = DEFAULT_WEIGHTS
+    device: str = "auto"
+    batch_size: int = 8
+    imgsz: int = 640
+    conf: float = 0.25
+    workers: int = 4
+    max_pixels: int = 100_000_000
+    root: str | None = None
+
+
+def _default_workers() -> int:
+    return max(4, min(16, 2 * _cpu_count()))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _env_value(env: dict[str, str], name: str, kind: type, default: Any) -> Any:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ScoringError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; defaults come from env vars so either way works."""
+    parser = argparse.ArgumentParser(
+        prog="score.py",
+        description="Score images with a YOLOv8 detector into a CSV (one row set per image).",
+        allow_abbrev=False,
+    )
+    if not for_aml:
+        parser.add_argument("--images", required=True, help="a directory of images or a manifest file")
+        parser.add_argument("--output", required=True, help="CSV file to write")
+        parser.add_argument("--summary", action="store_true", help="print detections per class to stdout")
+    parser.add_argument("--root", default=env.get("SCORING_ROOT") or None,
+                        help="root the image names are relative to (a folder or a blob container URL)")
+    parser.add_argument("--weights", default=env.get("YOLO_WEIGHTS") or DEFAULT_WEIGHTS,
+                        help="weights file or folder (env YOLO_WEIGHTS)")
+    parser.add_argument("--batch-size", type=int, default=_env_value(env, "SCORING_BATCH_SIZE", int, 8))
+    parser.add_argument("--device", default=env.get("SCORING_DEVICE") or "auto", help="auto, cpu, cuda:0, ...")
+    parser.add_argument("--imgsz", type=int, default=_env_value(env, "SCORING_IMGSZ", int, 640))
+    parser.add_argument("--conf", type=float, default=_env_value(env, "SCORING_CONF", float, 0.25))
+    parser.add_argument("--workers", type=int, default=_env_value(env, "SCORING_WORKERS", int, _default_workers()))
+    parser.add_argument("--max-pixels", type=int,
+                        default=_env_value(env, "SCORING_MAX_PIXELS", int, 100_000_000))
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate parsed arguments into Settings, naming the bad one."""
+    if args.batch_size < 1:
+        raise ScoringError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.imgsz < 32:
+        raise ScoringError(f"--imgsz must be at least 32, got {args.imgsz}")
+    if not 0.0 < args.conf <= 1.0:
+        raise ScoringError(f"--conf must be in (0, 1], got {args.conf}")
+    if args.workers < 1:
+        raise ScoringError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_pixels < 1:
+        raise ScoringError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    root = args.root
+    if root and _is_url(root) and urllib.parse.urlsplit(root).query:
+        # Never echo the value: it may hold a SAS token.
+        raise ScoringError(f"--root must not contain a query string; put the SAS token in {SAS_ENV}")
+    return Settings(
+        weights=str(args.weights), device=args.device, batch_size=args.batch_size, imgsz=args.imgsz,
+        conf=args.conf, workers=args.workers, max_pixels=args.max_pixels, root=root,
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_weights(location: str | os.PathLike[str], prefer: str = DEFAULT_WEIGHTS) -> str:
+    """A weights file for a file, a folder holding one (.pt or *_openvino_model), or a bare name.
+
+    A bare name such as ``yolov8n.pt`` that does not exist locally is returned
+    as is, so Ultralytics can download it on a machine with internet.
+    """
+    path = Path(location)
+    if path.is_file() or path.name.endswith("_openvino_model") and path.is_dir():
+        return str(path)
+    if path.is_dir():
+        found = sorted(
+            [p for p in path.rglob("*.pt") if p.is_file()]
+            + [p for p in path.rglob("*_openvino_model") if p.is_dir()]
+        )
+        if len(found) == 1:
+            return str(found[0])
+        if not found:
+            raise ScoringError(f"no weights (.pt file or *_openvino_model folder) in {path}")
+        named = [p for p in found if p.name == Path(prefer).name]
+        if len(named) == 1:
+            return str(named[0])
+        names = ", ".join(str(p.relative_to(path)) for p in found)
+        raise ScoringError(f"several weights in {path} ({names}); set YOLO_WEIGHTS to the one to use")
+    if len(path.parts) == 1 and path.suffix == ".pt":
+        return str(path)  # a release name Ultralytics can fetch
+    raise ScoringError(f"weights not found: {path}")
+
+
+def pick_device(device: str) -> str:
+    """'auto' means the first GPU when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(weights: str | os.PathLike[str], device: str = "auto") -> Any:
+    """Load a YOLO model once and place it on the device (fp16 is applied per call on CUDA)."""
+    resolved = resolve_weights(weights)
+    try:
+        from ultralytics import YOLO
+
+        model = YOLO(resolved, task="detect")
+    except Exception as exc:  # noqa: BLE001 - any load failure means the run cannot happen
+        raise ScoringError(f"cannot load weights {resolved}: {_one_line(exc)}") from None
+    device = pick_device(device)
+    if device == "cpu" and not _USER_SET_THREADS:
+        import torch
+
+        torch.set_num_threads(_cpu_count())
+    model.scoring_device = device  # remembered for predict()
+    return model
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: its name in the ``image`` column and where to read it from."""
+
+    name: str
+    path: Path | None = None
+    url: str | None = None
+    error: str | None = None  # known bad before reading (e.g. escapes the root)
+
+
+def _is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why a manifest line may not be opened, or None when it is a plain relative path."""
+    if "\x00" in name:
+        return "invalid path (NUL byte)"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute path not allowed (must be relative to the root)"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "path escapes the root ('..' not allowed)"
+    return None
+
+
+def blob_url(root_url: str, name: str) -> str:
+    """The URL of a blob name under a container/folder URL, each segment URL-quoted."""
+    quoted = "/".join(urllib.parse.quote(part, safe="") for part in name.split("/"))
+    return root_url.rstrip("/") + "/" + quoted
+
+
+def item_for_name(name: str, root: str) -> Item:
+    """An Item for a manifest line relative to a local folder or a blob URL."""
+    reason = unsafe_name_reason(name)
+    if reason:
+        return Item(name, error=reason)
+    if _is_url(root):
+        return Item(name, url=blob_url(root, name))
+    return Item(name, path=Path(root) / name)
+
+
+def iter_directory(directory: Path, root: Path | None = None) -> Iterator[Item]:
+    """Image files under directory, recursively, in sorted (deterministic) order."""
+    base = root or directory
+    for current, dirs, files in os.walk(directory):
+        dirs.sort()
+        for filename in sorted(files):
+            if Path(filename).suffix.lower() in IMAGE_SUFFIXES:
+                path = Path(current) / filename
+                yield Item(path.relative_to(base).as_posix(), path=path)
+
+
+def open_manifest(manifest: Path) -> io.TextIOWrapper:
+    """Open a manifest for streaming, failing early with a message that names it."""
+    try:
+        return open(manifest, encoding="utf-8-sig", newline=None)  # noqa: SIM115 - streamed by caller
+    except OSError as exc:
+        raise ScoringError(f"cannot read manifest {manifest}: {exc.strerror or exc}") from None
+
+
+def iter_manifest(lines: Iterable[str], root: str, source: str = "manifest") -> Iterator[Item]:
+    """Items for manifest lines (streamed), skipping blank lines."""
+    try:
+        for line in lines:
+            name = line.rstrip("\r\n")
+            if name.strip():
+                yield item_for_name(name, root)
+    except UnicodeDecodeError:
+        raise ScoringError(f"cannot read {source}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise ScoringError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def item_for_aml_file(path: str | os.PathLike[str], root: str | None) -> Item:
+    """An Item for a file Azure ML hands to run(): named relative to root when under it."""
+    file = Path(path)
+    if root and not _is_url(root):
+        try:
+            return Item(file.relative_to(root).as_posix(), path=file)
+        except ValueError:
+            pass
+    return Item(file.name, path=file)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _sas_query() -> str:
+    return os.environ.get(SAS_ENV, "").strip().lstrip("?")
+
+
+def redact(text: str) -> str:
+    """Remove the SAS token (and its signature) from a message."""
+    sas = _sas_query()
+    if sas:
+        text = text.replace(sas, "***")
+        for key, value in urllib.parse.parse_qsl(sas):
+            if key == "sig" and value:
+                text = text.replace(value, "***").replace(urllib.parse.quote(value, safe=""), "***")
+    return text
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return redact(" ".join(text.split()))
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def _read_limited(stream: Any) -> bytes:
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def fetch_blob(url: str, name: str) -> bytes:
+    """GET a blob with bounded retries; 404 is an error row, auth or outage stops the run."""
+    sas = _sas_query()
+    full_url = f"{url}?{sas}" if sas else url
+    for attempt in range(1, DOWNLOAD_TRIES + 1):
+        wait = min(MAX_RETRY_WAIT_S, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        try:
+            request = urllib.request.Request(full_url, headers={"x-ms-version": "2021-08-06"})
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:  # noqa: S310
+                return _read_limited(response)
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+            error_code = exc.headers.get("x-ms-error-code", "") if exc.headers else ""
+            if code == 404:
+                raise ImageError("not found") from None
+            if code in (401, 403) or error_code == "PublicAccessNotPermitted":
+                hint = f"set {SAS_ENV} to a valid read SAS" if not sas else f"check {SAS_ENV} (expired or no read permission?)"
+                raise ScoringError(
+                    f"storage refused access (HTTP {code} {error_code or exc.reason}) reading {name!r}; {hint}"
+                ) from None
+            if code not in RETRY_STATUSES:
+                raise ImageError(f"download failed: HTTP {code} {error_code or exc.reason}") from None
+            if attempt == DOWNLOAD_TRIES:
+                raise ScoringError(
+                    f"storage kept failing (HTTP {code}) reading {name!r} after {DOWNLOAD_TRIES} tries"
+                ) from None
+            retry_after = _retry_after_seconds(exc.headers)
+            if retry_after is not None:
+                wait = min(MAX_RETRY_WAIT_S, retry_after)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            if attempt == DOWNLOAD_TRIES:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+                raise ScoringError(
+                    f"cannot reach storage reading {name!r} after {DOWNLOAD_TRIES} tries: {_one_line(reason)}"
+                ) from None
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def read_bytes(item: Item) -> bytes:
+    """The raw bytes of an input, from disk or blob storage."""
+    if item.url:
+        data = fetch_blob(item.url, item.name)
+    else:
+        assert item.path is not None
+        try:
+            with open(item.path, "rb") as handle:
+                data = _read_limited(handle)
+        except FileNotFoundError:
+            raise ImageError("file not found") from None
+        except IsADirectoryError:
+            raise ImageError("is a directory, not an image file") from None
+        except PermissionError:
+            raise ImageError("permission denied") from None
+        except OSError as exc:
+            raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError("empty file")
+    return data
+
+
+@dataclass
+class Decoded:
+    """An image ready for the model: BGR pixels, possibly shrunk, plus the original size."""
+
+    pixels: np.ndarray
+    width: int   # original width after EXIF orientation
+    height: int  # original height after EXIF orientation
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled down, alpha composited on white."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        peak = float(values.max()) if values.size else 0.0
+        if mode.startswith("I;16") or peak > 255.0:
+            values = values / 257.0  # 16-bit range to 8-bit
+        elif mode == "F" and peak <= 1.0:
+            values = values * 255.0  # float image in 0..1
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        mode = "L"
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
+
+
+def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
+    """Decode image bytes (only as an image), orient by EXIF, shrink to the model size.
+
+    Shrinking here, in a decode thread, keeps queued images small and lets JPEGs
+    decode at reduced scale; boxes are mapped back to the original size later.
+    """
+    try:
+        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised or unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"image too large (over {max_pixels} pixels)") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header may raise anything
+        raise ImageError(f"corrupt image: {_one_line(exc)}") from None
+    try:
+        raw_w, raw_h = image.size
+        if raw_w < 1 or raw_h < 1:
+            raise ImageError(f"invalid image size {raw_w}x{raw_h}")
+        if raw_w * raw_h > max_pixels:
+            raise ImageError(f"image too large ({raw_w}x{raw_h} pixels, limit {max_pixels})")
+        orientation = image.getexif().get(0x0112, 1)
+        width, height = (raw_h, raw_w) if orientation in (5, 6, 7, 8) else (raw_w, raw_h)
+        scale = min(1.0, imgsz / max(raw_w, raw_h))
+        target = (max(1, round(raw_w * scale)), max(1, round(raw_h * scale)))
+        if scale < 1.0 and image.format in ("JPEG", "MPO"):
+            image.draft(None, target)  # decode at 1/2, 1/4 or 1/8 scale, never below target
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        if max(image.size) > imgsz:
+            ratio = imgsz / max(image.size)
+            image = image.resize(
+                (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
+                Image.Resampling.BILINEAR,
+            )
+        pixels = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # RGB to BGR for Ultralytics
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"image too large (over {max_pixels} pixels)") from None
+    except MemoryError:
+        raise ImageError("image too large to decode in memory") from None
+    except Exception as exc:  # noqa: BLE001 - truncated/corrupt data raises OSError, ValueError, ...
+        message = _one_line(exc)
+        if "truncated" in message:
+            raise ImageError(f"truncated image: {message}") from None
+        raise ImageError(f"corrupt image: {message}") from None
+    return Decoded(pixels=pixels, width=width, height=height)
+
+
+def load_item(item: Item, imgsz: int, max_pixels: int) -> Decoded:
+    """Read and decode one input; ImageError for a bad one, ScoringError to stop the run."""
+    if item.error:
+        raise ImageError(item.error)
+    return decode(read_bytes(item), imgsz, max_pixels)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def error_row(name: str, reason: str) -> Row:
+    return (name, "error", None, None, None, None, None, None, None, None, None, reason)
+
+
+def _detection_rows(item: Item, decoded: Decoded, result: Any) -> list[Row]:
+    """Rows for one image's result, boxes mapped back to original pixels."""
+    height_px, width_px = decoded.pixels.shape[:2]
+    sx, sy = decoded.width / width_px, decoded.height / height_px
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return [(item.name, "empty", None, None, None, None, None, None, None, decoded.width, decoded.height, None)]
+    xyxy = boxes.xyxy.float().cpu().numpy()
+    confs = boxes.conf.float().cpu().numpy()
+    classes = boxes.cls.int().cpu().numpy()
+    rows = []
+    for (x1, y1, x2, y2), conf, cls in zip(xyxy, confs, classes):
+        rows.append((
+            item.name, "ok", int(cls), str(result.names[int(cls)]), round(float(conf), 4),
+            round(min(max(x1 * sx, 0.0), decoded.width), 2), round(min(max(y1 * sy, 0.0), decoded.height), 2),
+            round(min(max(x2 * sx, 0.0), decoded.width), 2), round(min(max(y2 * sy, 0.0), decoded.height), 2),
+            decoded.width, decoded.height, None,
+        ))
+    return rows
+
+
+def _predict(model: Any, arrays: list[np.ndarray], settings: Settings) -> list[Any]:
+    device = getattr(model, "scoring_device", None) or pick_device(settings.device)
+    fp16 = {"quantize": 16} if device.startswith("cuda") else {}  # Ultralytics' name for half precision
+    return model.predict(
+        arrays, imgsz=settings.imgsz, conf=settings.conf, device=device, batch=len(arrays),
+        rect=False, verbose=False, save=False, stream=False, **fp16,
+    )
+
+
+def _infer(model: Any, batch: list[tuple[Item, Decoded]], settings: Settings) -> list[list[Row]]:
+    """Rows per image of the batch; if a whole batch fails, retry its images one by one."""
+    try:
+        results = _predict(model, [decoded.pixels for _, decoded in batch], settings)
+        return [_detection_rows(item, decoded, result) for (item, decoded), result in zip(batch, results)]
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
+        if len(batch) == 1:
+            return [[error_row(batch[0][0].name, f"inference failed: {_one_line(exc)}")]]
+    return [_infer(model, [pair], settings)[0] for pair in batch]
+
+
+def score_items(model: Any, items: Iterable[Item], settings: Settings) -> Iterator[list[Row]]:
+    """Yield the rows of each input, in input order.
+
+    Decoding and downloads run ahead in a thread pool (bounded queue, so memory
+    stays bounded however many items there are) while the model runs batches.
+    """
+    prefetch = settings.batch_size * 2 + settings.workers
+    source = iter(items)
+    queue: deque[tuple[Item, Future[Decoded]]] = deque()
+    pending: list[tuple[Item, Decoded | str]] = []  # in input order, until its batch is scored
+    pending_images = 0
+
+    def flush() -> Iterator[list[Row]]:
+        nonlocal pending, pending_images
+        batch = [(item, got) for item, got in pending if isinstance(got, Decoded)]
+        scored = iter(_infer(model, batch, settings) if batch else [])
+        for item, got in pending:
+            yield next(scored) if isinstance(got, Decoded) else [error_row(item.name, got)]
+        pending, pending_images = [], 0
+
+    with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="decode") as pool:
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(queue) < prefetch:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                    else:
+                        queue.append((item, pool.submit(load_item, item, settings.imgsz, settings.max_pixels)))
+                if not queue:
+                    break
+                item, future = queue.popleft()
+                try:
+                    pending.append((item, future.result()))
+                    pending_images += 1
+                except ImageError as exc:
+                    pending.append((item, str(exc)))
+                if pending_images >= settings.batch_size:
+                    yield from flush()
+            if pending:
+                yield from flush()
+        finally:
+            for _, future in queue:
+                future.cancel()
+
+
+def score_paths(
+    model: Any, paths: Iterable[str | os.PathLike[str]], settings: Settings | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Iterator[Row]:
+    """Rows for local image files (image = path relative to root, else the file name)."""
+    settings = settings or Settings()
+    root_text = str(root) if root is not None else settings.root
+    items = (item_for_aml_file(path, root_text) for path in paths)
+    for rows in score_items(model, items, settings):
+        yield from rows
+
+
+# --------------------------------------------------------------------------- output
+
+
+class CsvOutput:
+    """A CSV written to a temp file beside the target and renamed into place when complete."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        try:
+            if target.is_dir():
+                raise IsADirectoryError(21, "is a directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in commit/abort
+                "w", encoding="utf-8", newline="", dir=target.parent, prefix=f".{target.name}.", suffix=".partial",
+                delete=False,
+            )
+        except OSError as exc:
+            raise ScoringError(f"cannot write output {target}: {exc.strerror or exc}") from None
+        self._handle = handle
+        self._writer = csv.writer(handle, lineterminator="\n")
+        self._writer.writerow(COLUMNS)
+
+    def write(self, rows: Iterable[Row]) -> None:
+        self._writer.writerows(rows)
+
+    def commit(self) -> None:
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.chmod(self._handle.name, 0o644)
+            os.replace(self._handle.name, self.target)
+        except OSError as exc:
+            self.abort()
+            raise ScoringError(f"cannot write output {self.target}: {exc.strerror or exc}") from None
+
+    def abort(self) -> None:
+        self._handle.close()
+        Path(self._handle.name).unlink(missing_ok=True)
+
+
+@dataclass
+class RunStats:
+    """Counts for the closing summary line."""
+
+    images: int = 0
+    ok: int = 0
+    empty: int = 0
+    error: int = 0
+    detections: int = 0
+    classes: Counter[str] | None = None
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.images += 1
+        status = rows[0][1]
+        setattr(self, status, getattr(self, status) + 1)
+        if status == "ok":
+            self.detections += len(rows)
+            self.classes = self.classes or Counter()
+            self.classes.update(row[3] for row in rows)
+
+
+def _configure_pillow(max_pixels: int) -> None:
+    # Pillow raises DecompressionBombError above twice this; we reject above it ourselves.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def run_cli(args: argparse.Namespace, settings: Settings) -> RunStats:
+    """Score the inputs named by the command line into the output CSV."""
+    images = Path(args.images)
+    remote = bool(settings.root and _is_url(settings.root))
+    if remote and _sas_query() == "":
+        print(f"score.py: note: {SAS_ENV} is not set; reading blobs anonymously", file=sys.stderr)
+    manifest = None
+    if images.is_dir():
+        if remote:
+            raise ScoringError("--images must be a manifest file when --root is a URL")
+        root = Path(settings.root) if settings.root else images
+        if settings.root and not images.resolve().is_relative_to(root.resolve()):
+            raise ScoringError(f"--images {images} is not inside --root {root}")
+        items: Iterable[Item] = iter_directory(images, root)
+    else:
+        if images.suffix.lower() in IMAGE_SUFFIXES and images.is_file():
+            raise ScoringError(f"--images {images} is an image; pass a directory or a manifest (text file)")
+        manifest = open_manifest(images)
+        root_text = settings.root or str(images.parent)
+        items = iter_manifest(manifest, root_text, source=f"manifest {images}")
+    output = CsvOutput(Path(args.output))
+    stats = RunStats()
+    try:
+        _configure_pillow(settings.max_pixels)
+        model = load_model(settings.weights, settings.device)
+        started = time.monotonic()
+        for rows in score_items(model, items, settings):
+            output.write(rows)
+            stats.add(rows)
+        output.commit()
+    except BaseException:
+        output.abort()
+        raise
+    finally:
+        if manifest is not None:
+            manifest.close()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    print(
+        f"score.py: {stats.images} images ({stats.ok} ok, {stats.empty} empty, {stats.error} error), "
+        f"{stats.detections} detections in {elapsed:.1f} s ({stats.images / elapsed:.2f} images/s) -> {args.output}",
+        file=sys.stderr,
+    )
+    return stats
+
+
+def print_class_summary(stats: RunStats, output: str) -> None:
+    """Detections per class, most frequent first, and where the CSV is."""
+    print(f"Detections per class ({stats.images} images, {stats.error} unreadable):")
+    for name, count in (stats.classes or Counter()).most_common():
+        print(f"  {name:<20} {count:>6}")
+    if not stats.classes:
+        print("  (none)")
+    print(f"CSV: {Path(output).resolve()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    try:
+        parser = build_parser(dict(os.environ))
+        args = parser.parse_args(argv)
+        settings = settings_from_args(args)
+        stats = run_cli(args, settings)
+    except ScoringError as exc:
+        print(f"score.py: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("score.py: interrupted; no output written", file=sys.stderr)
+        return 130
+    if args.summary:
+        print_class_summary(stats, args.output)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- Azure ML
+
+_aml_model: Any = None
+_aml_settings: Settings | None = None
+
+
+def init() -> None:
+    """Azure ML entry: load the model once per worker process."""
+    global _aml_model, _aml_settings
+    env = dict(os.environ)
+    args, _driver_args = build_parser(env, for_aml=True).parse_known_args(sys.argv[1:])
+    settings = settings_from_args(args)
+    model_dir = env.get("AZUREML_MODEL_DIR")
+    weights = resolve_weights(model_dir, prefer=settings.weights) if model_dir else settings.weights
+    _configure_pillow(settings.max_pixels)
+    _aml_settings = replace(settings, weights=weights)
+    _aml_model = load_model(weights, settings.device)
+
+
+def run(mini_batch: list[str]) -> "pandas.DataFrame":  # noqa: F821 - pandas imported lazily
+    """Azure ML entry: rows (``COLUMNS``) for every file of the mini batch."""
+    import pandas as pd
+
+    if _aml_model is None or _aml_settings is None:
+        raise RuntimeError("init() must be called before run()")
+    if not isinstance(mini_batch, (list, tuple)):
+        raise TypeError(f"run() expects a list of file paths, got {type(mini_batch).__name__}")
+    rows = list(score_paths(_aml_model, mini_batch, _aml_settings))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
