@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from azure_compute.batch_progress import ErrorThreshold, JobProgress
+from azure_compute.batch_progress import ErrorThreshold, JobProgress, PoolReadiness
 from azure_compute.hooks.batch import BatchHook
 from azure_compute.links.batch import AzureBatchJobLink
-from azure_compute.triggers.batch import AzureBatchJobTrigger
+from azure_compute.triggers.batch import AzureBatchJobTrigger, AzureBatchPoolNodesTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -137,3 +137,72 @@ class AzureBatchJobSensor(BaseSensorOperator):
 
     def on_kill(self) -> None:
         self.hook.terminate_job(self.job_id, "Airflow task killed")
+
+
+class AzureBatchPoolReadySensor(BaseSensorOperator):
+    """Wait until a pool has ``min_ready_nodes`` nodes idle or running (deferrable).
+
+    Fails early, naming the cause, when the pool settles with only
+    ``starttaskfailed``/``unusable`` nodes or with resize errors (no spot
+    capacity, no GPU quota), instead of waiting for the timeout.
+
+    :param pool_id: The pool (templated).
+    :param min_ready_nodes: Ready nodes needed.
+    :param poke_interval: Seconds between polls.
+    :param timeout: Seconds to wait before failing.
+    :param deferrable: Wait in the triggerer, holding no worker slot.
+    :param azure_batch_conn_id: The ``azure_batch`` connection.
+    """
+
+    template_fields: Sequence[str] = ("pool_id",)
+    ui_color = "#e6f1fb"
+
+    def __init__(
+        self,
+        *,
+        pool_id: str,
+        min_ready_nodes: int = 1,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        azure_batch_conn_id: str = "azure_batch_default",
+        poke_interval: float = 30,
+        timeout: float = 30 * 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.pool_id = pool_id
+        self.min_ready_nodes = min_ready_nodes
+        self.deferrable = deferrable
+        self.azure_batch_conn_id = azure_batch_conn_id
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return self.pool_id
+        self.defer(
+            trigger=AzureBatchPoolNodesTrigger(
+                pool_id=self.pool_id, min_ready_nodes=self.min_ready_nodes,
+                azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
+                end_time=time.time() + float(self.timeout),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout) + 120),
+        )
+
+    def poke(self, context: Context) -> bool:
+        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
+        pool = hook.client.get_pool(self.pool_id)
+        states = [node.state for node in hook.client.list_nodes(self.pool_id, select=["id", "state"])]
+        errors = [f"{e.code}: {e.message}" for e in (pool.resize_errors or [])]
+        readiness = PoolReadiness.from_pool(pool.allocation_state, states, errors)
+        self.log.info("pool %s: %s", self.pool_id, readiness.describe())
+        verdict = readiness.verdict(self.min_ready_nodes)
+        if verdict == "failed":
+            raise RuntimeError(f"pool {self.pool_id} cannot run tasks: {readiness.describe()}")
+        return verdict == "ready"
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        if event.get("status") != "success":
+            raise RuntimeError(f"pool {self.pool_id}: {event.get('message')}")
+        self.log.info("pool %s ready: %s", self.pool_id, event.get("message"))
+        return self.pool_id

@@ -1,0 +1,267 @@
+"""Monthly YOLOv8 detection over a month's Blob folder, on Azure Batch GPU spot nodes.
+
+validate → stage → [ensure pool (setup)] → create job → add tasks → wait (deferrable)
+→ merge → publish → [teardown], with teardown running whatever failed.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from azure_compute.operators.batch import (
+    AzureBatchAddTasksOperator,
+    AzureBatchCreateJobOperator,
+    AzureBatchEnsurePoolOperator,
+    AzureBatchTeardownOperator,
+)
+from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
+from include.monthly.config import DagConfig
+from include.monthly.plan import BACKENDS, RunPlan, plan_run
+
+DAG_ID = "monthly_detection"
+CONFIG = DagConfig.from_env()
+SCORE_SCRIPT = Path(__file__).resolve().parents[1] / "include" / "scoring" / "score.py"
+PREDICTIONS = Asset(name="monthly_predictions", uri=f"wasb://{CONFIG.output_container}/predictions.csv")
+
+DOC = """
+### Monthly detection
+Scores every image under `YYYYMM/` in the `images` container with YOLOv8 on an
+Azure Batch GPU spot pool and publishes `predictions/YYYYMM/predictions.csv`
+and `summary.json`. The run at the start of a month processes the month before
+(the data interval). Trigger with params to pick a month (`2024-01`) or to
+override the shard size, node counts, confidence or weights. Backfill with
+`airflow backfill create --dag-id monthly_detection --from-date 2024-02-01 --to-date 2024-04-01`.
+Teardown deletes the run's pool whatever happened.
+"""
+
+
+def _hooks():
+    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+    return WasbHook(wasb_conn_id=CONFIG.wasb_conn_id).get_conn()
+
+
+def _plan(ti) -> RunPlan:
+    return RunPlan(**ti.xcom_pull(task_ids="validate"))
+
+
+with DAG(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable(CONFIG.schedule_cron, timezone="UTC"),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=3,
+    doc_md=DOC,
+    tags=list(CONFIG.tags),
+    default_args={
+        "owner": CONFIG.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+    },
+    params={
+        "month": Param("", type="string", pattern=r"^(\d{4}-(0[1-9]|1[0-2]))?$",
+                       description="Month to process, YYYY-MM. Empty: the month before the run's date."),
+        "backend": Param("batch", enum=list(BACKENDS), description="Where to score: Azure Batch or Azure ML."),
+        "shard_size": Param(CONFIG.shard_size, type="integer", minimum=1, description="Images per Batch task."),
+        "dedicated_nodes": Param(CONFIG.dedicated_nodes, type="integer", minimum=0),
+        "spot_nodes": Param(CONFIG.spot_nodes, type="integer", minimum=0),
+        "conf": Param(CONFIG.conf, type="number", exclusiveMinimum=0, maximum=1, description="Detection confidence threshold."),
+        "imgsz": Param(CONFIG.imgsz, type="integer", minimum=32),
+        "batch_size": Param(CONFIG.batch_size, type="integer", minimum=1),
+        "weights": Param(CONFIG.weights, type="string", description="Weights file on the workers, or an Ultralytics model name."),
+        "error_threshold": Param(CONFIG.error_threshold, type="string",
+                                 description="Failed shards allowed: 0, a count, -1 for any, or a share like '5%'."),
+    },
+    render_template_as_native_obj=True,
+) as dag:
+
+    @task
+    def validate() -> dict:
+        """Check every param and derive the run's ids before anything touches Azure."""
+        ctx = get_current_context()
+        plan = plan_run(
+            dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
+            data_interval_start=ctx.get("data_interval_start"), config=CONFIG,
+        )
+        if plan.backend != "batch":
+            raise ValueError(f"backend {plan.backend!r} is not available in this DAG yet; use 'batch'")
+        print(f"month {plan.month}: job {plan.job_id}, pool {plan.pool_id}, run key {plan.run_key}")
+        return plan.as_dict()
+
+    @task
+    def stage() -> dict:
+        """List the month's images into shard manifests and upload the run's code and weights."""
+        from include.monthly.staging import stage_month
+        from include.monthly.layout import parse_month
+
+        plan = _plan(get_current_context()["ti"])
+        service = _hooks()
+        work = service.get_container_client(CONFIG.work_container)
+        result = stage_month(
+            service.get_container_client(CONFIG.input_container), work,
+            parse_month(plan.month), plan.run_key, plan.shard_size,
+        )
+        paths = result.paths
+        with open(SCORE_SCRIPT, "rb") as fh:
+            work.upload_blob(paths.code("score.py"), fh, overwrite=True)
+        weights_blob = None
+        weights_file = Path(plan.weights).expanduser()
+        if weights_file.is_file():
+            weights_blob = paths.code("weights.pt")
+            with open(weights_file, "rb") as fh:
+                work.upload_blob(weights_blob, fh, overwrite=True)
+        print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
+              f"{result.skipped_count} other files skipped")
+        return {"stage": result.to_dict(), "weights_blob": weights_blob, "started_at": time.time()}
+
+    @task.branch
+    def any_images(staged: dict) -> str:
+        """An empty month skips the pool entirely and publishes an empty result."""
+        if staged["stage"]["image_count"] == 0:
+            print("no images in this month's folder: publishing an empty result, no pool is created")
+            return "merge"
+        return "ensure_pool"
+
+    @task
+    def build_tasks(staged: dict) -> list[dict]:
+        from include.monthly.scoring_tasks import scoring_task_specs
+        from include.monthly.staging import StageResult
+
+        plan = _plan(get_current_context()["ti"])
+        input_url = _hooks().get_container_client(CONFIG.input_container).url
+        return scoring_task_specs(StageResult.from_dict(staged["stage"]), plan, CONFIG, input_url, staged["weights_blob"])
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def merge(staged: dict) -> dict:
+        """Stream the shard CSVs into one predictions.csv, accounting for every staged image."""
+        from include.monthly.merge import merge_shards
+        from include.monthly.staging import StageResult
+
+        ctx = get_current_context()
+        waited = ctx["ti"].xcom_pull(task_ids="wait") or {}
+        stage_result = StageResult.from_dict(staged["stage"])
+        work = _hooks().get_container_client(CONFIG.work_container)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "predictions.csv"
+            report = merge_shards(work, stage_result, out, failed_shards=waited.get("failed_tasks") or {})
+            with open(out, "rb") as fh:
+                work.upload_blob(stage_result.paths.prefix + "merged/predictions.csv", fh, overwrite=True)
+        print(f"merged {report.images} images, {report.rows} rows, statuses {report.status_counts}")
+        return report.to_dict()
+
+    @task(outlets=[PREDICTIONS])
+    def publish(staged: dict, merged: dict) -> dict:
+        """Publish predictions.csv atomically, then summary.json beside it."""
+        from include.monthly.merge import MergeReport
+        from include.monthly.publish import publish as publish_month
+        from include.monthly.staging import StageResult
+        from include.monthly.summary import build_summary
+
+        ctx = get_current_context()
+        stage_result = StageResult.from_dict(staged["stage"])
+        service = _hooks()
+        work = service.get_container_client(CONFIG.work_container)
+        node_time = _node_time_seconds(_plan(ctx["ti"]).job_id) if stage_result.image_count else 0.0
+        summary = build_summary(
+            stage_result, MergeReport(**merged), run_id=ctx["run_id"],
+            node_time_seconds=node_time, wall_time_seconds=time.time() - staged["started_at"],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "predictions.csv"
+            with open(local, "wb") as fh:
+                work.get_blob_client(stage_result.paths.prefix + "merged/predictions.csv").download_blob().readinto(fh)
+            written = publish_month(service.get_container_client(CONFIG.output_container),
+                                    stage_result.month, local, summary)
+        ctx["outlet_events"][PREDICTIONS].extra = {"month": summary["month"], "images": summary["images"]}
+        print(json.dumps({k: written[k] for k in ("month", "outcome", "images", "detections", "errors")}))
+        return written
+
+    def _node_time_seconds(job_id: str) -> float:
+        from azure_compute.hooks.batch import BatchHook
+
+        total = 0.0
+        client = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client
+        for t in client.list_tasks(job_id, select=["id", "executionInfo"]):
+            info = t.execution_info
+            if info and info.start_time and info.end_time:
+                total += (info.end_time - info.start_time).total_seconds()
+        return total
+
+    validated = validate()
+    staged = stage()
+    validated >> staged
+    branch = any_images(staged)
+
+    ensure_pool = AzureBatchEnsurePoolOperator(
+        task_id="ensure_pool",
+        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        vm_size=CONFIG.vm_size,
+        target_dedicated_nodes="{{ ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
+        target_low_priority_nodes="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] }}",
+        task_slots_per_node=CONFIG.task_slots_per_node,
+        container_image=CONFIG.container_image or None,
+        start_task_command=CONFIG.start_task_command or None,
+        start_task_elevated=bool(CONFIG.start_task_command),
+        wait_for_nodes=False,  # waiting is its own step, so teardown runs even when nodes fail
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+    )
+    nodes_ready = AzureBatchPoolReadySensor(
+        task_id="nodes_ready",
+        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        min_ready_nodes=1,
+        poke_interval=CONFIG.poll_interval_s,
+        timeout=CONFIG.node_wait_timeout_s,
+        deferrable=True,
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+    )
+    create_job = AzureBatchCreateJobOperator(
+        task_id="create_job",
+        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        max_task_retry_count=CONFIG.max_task_retry_count,
+        max_wall_clock_time=timedelta(seconds=CONFIG.job_timeout_s),
+        metadata={"month": "{{ ti.xcom_pull(task_ids='validate')['month'] }}", "dag_id": DAG_ID},
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+    )
+    add_tasks = AzureBatchAddTasksOperator(
+        task_id="add_tasks",
+        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        tasks=build_tasks(staged),
+        sas_expiry=timedelta(seconds=CONFIG.job_timeout_s),
+        max_task_retry_count=CONFIG.max_task_retry_count,
+        max_wall_clock_time=timedelta(seconds=CONFIG.task_timeout_s),
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+        wasb_conn_id=CONFIG.wasb_conn_id,
+    )
+    wait = AzureBatchJobSensor(
+        task_id="wait",
+        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        expected_tasks="{{ ti.xcom_pull(task_ids='add_tasks')['task_count'] }}",
+        error_threshold="{{ ti.xcom_pull(task_ids='validate')['error_threshold'] }}",
+        poke_interval=CONFIG.poll_interval_s,
+        timeout=CONFIG.job_timeout_s,
+        deferrable=True,
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+    )
+    merged = merge(staged)
+    published = publish(staged, merged)
+    teardown = AzureBatchTeardownOperator(
+        task_id="teardown",
+        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        pool_action=CONFIG.pool_teardown,
+        azure_batch_conn_id=CONFIG.azure_batch_conn_id,
+    )
+
+    branch >> [ensure_pool, merged]
+    ensure_pool >> nodes_ready >> create_job >> add_tasks >> wait >> merged >> published
+    ensure_pool >> teardown.as_teardown(setups=ensure_pool)
+    wait >> teardown

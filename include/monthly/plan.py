@@ -1,0 +1,106 @@
+"""Turn a DAG run's params into a validated plan, before anything touches Azure.
+
+A person triggering the DAG from the UI, a backfill and the cron schedule all
+go through here; a bad value fails the first task with a message naming it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from include.monthly.config import DagConfig
+from include.monthly.layout import Month, job_id, parse_month, run_key
+
+BACKENDS = ("batch", "aml")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run needs to know; JSON-safe (it travels by XCom), no secrets."""
+
+    month: str
+    month_key: str
+    backend: str
+    run_id: str
+    run_key: str
+    job_id: str
+    pool_id: str
+    shard_size: int
+    dedicated_nodes: int
+    spot_nodes: int
+    conf: float
+    imgsz: int
+    batch_size: int
+    weights: str
+    error_threshold: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _int(params: dict[str, Any], name: str, minimum: int) -> int:
+    value = params.get(name)
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"param {name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise ValueError(f"param {name}={number} must be >= {minimum}")
+    return number
+
+
+def resolve_month(value: Any, data_interval_start: dt.datetime | None) -> Month:
+    """The month to process: the ``month`` param, else the data interval's month."""
+    if value not in (None, ""):
+        return parse_month(str(value))
+    if data_interval_start is None:
+        raise ValueError("param month is empty and the run has no data interval; give month as YYYY-MM")
+    return Month.of(data_interval_start)
+
+
+def plan_run(
+    params: dict[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    data_interval_start: dt.datetime | None,
+    config: DagConfig,
+) -> RunPlan:
+    """Validate every param and derive the run's ids (deterministic per dag, month and run)."""
+    month = resolve_month(params.get("month"), data_interval_start)
+    backend = str(params.get("backend") or "batch")
+    if backend not in BACKENDS:
+        raise ValueError(f"param backend={backend!r} must be one of {', '.join(BACKENDS)}")
+    shard_size = _int(params, "shard_size", 1)
+    dedicated = _int(params, "dedicated_nodes", 0)
+    spot = _int(params, "spot_nodes", 0)
+    if backend == "batch" and dedicated + spot == 0:
+        raise ValueError("params dedicated_nodes and spot_nodes are both 0: the pool would have no node")
+    try:
+        conf = float(params.get("conf"))
+    except (TypeError, ValueError):
+        raise ValueError(f"param conf={params.get('conf')!r} is not a number") from None
+    if not 0 < conf <= 1:
+        raise ValueError(f"param conf={conf} must be in (0, 1]")
+    imgsz = _int(params, "imgsz", 32)
+    if imgsz % 32:
+        raise ValueError(f"param imgsz={imgsz} must be a multiple of 32")
+    batch_size = _int(params, "batch_size", 1)
+    weights = str(params.get("weights") or "").strip()
+    if not weights:
+        raise ValueError("param weights is empty")
+    threshold = str(params.get("error_threshold", "0"))
+    from azure_compute.batch_progress import ErrorThreshold
+
+    ErrorThreshold(threshold)
+    key = run_key(run_id)
+    return RunPlan(
+        month=str(month), month_key=month.key, backend=backend, run_id=run_id, run_key=key,
+        job_id=job_id(dag_id, month, run_id),
+        pool_id=f"{config.pool_prefix}-{key}"[:64].rstrip("-"),
+        shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, conf=conf,
+        imgsz=imgsz, batch_size=batch_size, weights=weights, error_threshold=threshold,
+    )

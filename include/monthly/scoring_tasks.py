@@ -1,0 +1,75 @@
+"""Describe one Azure Batch scoring task per shard, from trusted values only.
+
+No blob name ever reaches a command line: a task's images are listed in its
+manifest (a resource file) and read by the scoring script from the input
+container with a read-only SAS given in the environment. The descriptions
+carry no credential; the add-tasks operator mints the SAS tokens.
+"""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from include.monthly.config import DagConfig
+from include.monthly.layout import RunPaths
+from include.monthly.plan import RunPlan
+from include.monthly.staging import StageResult
+
+MANIFEST_FILE = "manifest.txt"
+SCRIPT_FILE = "score.py"
+OUTPUT_FILE = "predictions.csv"
+
+
+def scoring_task_specs(
+    stage: StageResult,
+    plan: RunPlan,
+    config: DagConfig,
+    input_container_url: str,
+    weights_blob: str | None,
+) -> list[dict[str, Any]]:
+    """Task dicts for ``AzureBatchAddTasksOperator``, one per shard.
+
+    ``weights_blob`` is the run's copy of the weights in the work container, or
+    None when the nodes load ``plan.weights`` by name (Ultralytics downloads it).
+    """
+    paths: RunPaths = stage.paths
+    weights_arg = "weights.pt" if weights_blob else plan.weights
+    argv = [
+        config.python, SCRIPT_FILE,
+        "--images", MANIFEST_FILE,
+        "--root", input_container_url,
+        "--output", OUTPUT_FILE,
+        "--weights", weights_arg,
+        "--conf", str(plan.conf),
+        "--imgsz", str(plan.imgsz),
+        "--batch-size", str(plan.batch_size),
+        "--device", config.device,
+    ]
+    command_line = shlex.join(argv)
+    environment = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"} if weights_blob else {}
+    specs = []
+    for shard in stage.shards:
+        resource_files = [
+            {"container": config.work_container, "blob": shard.manifest, "file_path": MANIFEST_FILE},
+            {"container": config.work_container, "blob": paths.code(SCRIPT_FILE), "file_path": SCRIPT_FILE},
+        ]
+        if weights_blob:
+            resource_files.append({"container": config.work_container, "blob": weights_blob, "file_path": "weights.pt"})
+        spec: dict[str, Any] = {
+            "id": shard.id,
+            "display_name": f"{plan.month} {shard.id} ({shard.image_count} images)",
+            "command_line": command_line,
+            "resource_files": resource_files,
+            "output_files": [
+                {"file_pattern": OUTPUT_FILE, "container": config.work_container,
+                 "path": paths.result(shard.id), "upload_condition": "tasksuccess"},
+                {"file_pattern": "../std*.txt", "container": config.work_container,
+                 "path": paths.logs_prefix(shard.id).rstrip("/"), "upload_condition": "taskcompletion"},
+            ],
+            "environment": environment,
+            "sas_environment": {"SCORING_SAS_TOKEN": {"container": config.input_container, "access": "read"}},
+        }
+        if config.container_image:
+            spec["container_image"] = config.container_image
+        specs.append(spec)
+    return specs
