@@ -1,0 +1,54 @@
+"""Bad params fail the first task with a message naming the param, before Azure is touched."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from include.monthly.config import DagConfig
+from include.monthly.plan import plan_run
+
+GOOD = {"month": "2024-01", "backend": "batch", "shard_size": 50, "dedicated_nodes": 0, "spot_nodes": 2,
+        "conf": 0.25, "imgsz": 640, "batch_size": 8, "weights": "yolov8n.pt", "error_threshold": "0"}
+
+
+def plan(**overrides):
+    return plan_run({**GOOD, **overrides}, dag_id="monthly_detection", run_id="manual__2024-02-01T00:00:00",
+                    data_interval_start=dt.datetime(2023, 12, 1, tzinfo=dt.timezone.utc), config=DagConfig())
+
+
+def test_month_param_wins_over_data_interval_and_ids_are_deterministic() -> None:
+    first, again = plan(), plan()
+    assert first.month_key == "202401"
+    assert first.job_id == again.job_id and first.pool_id == again.pool_id
+    assert plan(month="2024-02").job_id != first.job_id
+
+
+def test_empty_month_param_uses_the_data_interval() -> None:
+    assert plan(month="").month_key == "202312"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"month": "2024-13"}, "2024-13"),
+        ({"month": "24-1"}, "24-1"),
+        ({"shard_size": -5}, "shard_size"),
+        ({"shard_size": 0}, "shard_size"),
+        ({"backend": "k8s"}, "backend"),
+        ({"conf": 1.5}, "conf"),
+        ({"dedicated_nodes": 0, "spot_nodes": 0}, "spot_nodes"),
+        ({"imgsz": 650}, "imgsz"),
+        ({"error_threshold": "lots"}, "error_threshold"),
+        ({"weights": " "}, "weights"),
+    ],
+)
+def test_bad_params_are_named(override, named) -> None:
+    with pytest.raises(ValueError, match=named):
+        plan(**override)
+
+
+def test_config_env_override_and_bad_value() -> None:
+    assert DagConfig.from_env({"MONTHLY_DETECTION_SHARD_SIZE": "25"}).shard_size == 25
+    with pytest.raises(ValueError, match="MONTHLY_DETECTION_SPOT_NODES"):
+        DagConfig.from_env({"MONTHLY_DETECTION_SPOT_NODES": "two"})
