@@ -91,7 +91,8 @@ COLUMNS: tuple[str, ...] = (
 )
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 # Only these decoders ever see a file: no EPS (Ghostscript), no exotic parsers.
-PILLOW_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "WEBP")
+# (Pillow's JPEG decoder also returns multi-picture "MPO" camera files.)
+PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 DEFAULT_WEIGHTS = "yolov8n.pt"
 MAX_FILE_BYTES = 512 * 1024 * 1024
 DOWNLOAD_TRIES = 5
@@ -478,6 +479,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if mode == "RGB" else image.convert("RGB")
 
 
+def _pillow_open() -> Any:
+    """Pillow's own Image.open.
+
+    Ultralytics replaces Image.open with a wrapper that, on an unknown file,
+    tries to pip-install a HEIF plugin; an unknown file here is just an error row.
+    """
+    opener = Image.open
+    if opener.__module__ != Image.__name__:
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener
+
+
 def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
     """Decode image bytes (only as an image), orient by EXIF, shrink to the model size.
 
@@ -485,7 +498,7 @@ def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
     decode at reduced scale; boxes are mapped back to the original size later.
     """
     try:
-        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        image = _pillow_open()(io.BytesIO(data), formats=PILLOW_FORMATS)
     except UnidentifiedImageError:
         raise ImageError("not an image (unrecognised or unsupported format)") from None
     except Image.DecompressionBombError:
