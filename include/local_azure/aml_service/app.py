@@ -1,0 +1,383 @@
+"""The ARM-style REST surface of the local Azure ML endpoint (what `azure.ai.ml.MLClient` calls).
+
+One workspace, several resource collections stored as JSON documents, bearer-token
+auth checked on every request, and Azure-shaped error bodies
+(``{"error": {"code", "message"}}``). Jobs are run by `jobs.JobScheduler`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from include.local_azure.aml_service.blob import StorageAccount
+from include.local_azure.aml_service.jobs import TERMINAL_STATES, JobScheduler
+from include.local_azure.aml_service.store import ResourceStore
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "Microsoft.MachineLearningServices"
+#: Container that backs the workspace's default datastore ``workspaceblobstore``.
+WORKSPACE_CONTAINER = "azureml-blobstore"
+DEFAULT_DATASTORE = "workspaceblobstore"
+#: Versioned asset collections: <collection>/<name>/versions/<version>.
+VERSIONED = {"codes", "environments", "components", "models", "data"}
+#: Plain collections: <collection>/<name>.
+PLAIN = {"computes", "datastores", "jobs", "batchEndpoints", "onlineEndpoints"}
+ARM_TYPES = {
+    "codes": "codes/versions",
+    "environments": "environments/versions",
+    "components": "components/versions",
+    "models": "models/versions",
+    "data": "data/versions",
+}
+
+
+@dataclass
+class ServiceConfig:
+    """What one local endpoint serves: its workspace, its token and its storage."""
+
+    storage: StorageAccount
+    token: str
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "local-rg"
+    workspace: str = "local-ws"
+    location: str = "local"
+    #: extra datastores: name -> Azurite container
+    datastores: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def workspace_path(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/{PROVIDER}/workspaces/{self.workspace}"
+        )
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def arm_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class AmlService:
+    """Request handlers; everything below ``/subscriptions/.../workspaces/<ws>``."""
+
+    def __init__(self, config: ServiceConfig, store: ResourceStore, scheduler: JobScheduler) -> None:
+        self.config = config
+        self.store = store
+        self.scheduler = scheduler
+        self.workspace_id = str(uuid.UUID(hashlib.md5(config.workspace_path.lower().encode()).hexdigest()))
+
+    # --- seeding --------------------------------------------------------------
+
+    def seed(self) -> None:
+        """Make sure the default datastore and the configured ones exist (and their containers)."""
+        wanted = {DEFAULT_DATASTORE: WORKSPACE_CONTAINER, **self.config.datastores}
+        for name, container in wanted.items():
+            self.config.storage.ensure_container(container)
+            path = f"datastores/{name}"
+            body = {
+                "properties": {
+                    "datastoreType": "AzureBlob",
+                    "accountName": self.config.storage.account_name,
+                    "containerName": container,
+                    "endpoint": "core.windows.net",
+                    "protocol": "https",
+                    "isDefault": name == DEFAULT_DATASTORE,
+                    "credentials": {"credentialsType": "AccountKey"},
+                    "description": f"Azurite container {container}",
+                    "tags": {"local.blobEndpoint": self.config.storage.blob_endpoint},
+                }
+            }
+            self.store.put(path, "datastores", self.envelope("datastores", name, body))
+
+    # --- helpers --------------------------------------------------------------
+
+    def arm_id(self, rel: str) -> str:
+        return f"{self.config.workspace_path}/{rel.strip('/')}"
+
+    def envelope(self, collection: str, name: str, body: dict[str, Any], rel: str | None = None) -> dict[str, Any]:
+        """The ARM document for a resource: id, name, type, properties, systemData."""
+        rel = rel or f"{collection}/{name}"
+        created = now_iso()
+        arm_type = f"{PROVIDER}/workspaces/{ARM_TYPES.get(collection, collection)}"
+        doc = {
+            "id": self.arm_id(rel),
+            "name": name,
+            "type": arm_type,
+            "properties": dict(body.get("properties") or {}),
+            "systemData": {"createdAt": created, "createdBy": "local", "createdByType": "User", "lastModifiedAt": created},
+        }
+        for key in ("location", "sku", "identity", "tags", "kind"):
+            if key in body:
+                doc[key] = body[key]
+        return doc
+
+    # --- dispatch -------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        info = request.match_info
+        if (info["sub"].lower(), info["rg"].lower(), info["ws"].lower()) != (
+            self.config.subscription_id.lower(),
+            self.config.resource_group.lower(),
+            self.config.workspace.lower(),
+        ):
+            return arm_error(
+                404,
+                "ResourceNotFound",
+                f"Workspace {info['ws']} not found in resource group {info['rg']} of subscription {info['sub']}",
+            )
+        parts = [p for p in info["rest"].split("/") if p]
+        method = request.method
+        if not parts:
+            return self.workspace_doc() if method == "GET" else arm_error(405, "MethodNotAllowed", method)
+        collection = parts[0]
+        if collection == "datastores" and len(parts) == 3 and parts[2] == "listSecrets":
+            return await self.list_secrets(parts[1])
+        if collection == "codes" and len(parts) == 5 and parts[4] == "startPendingUpload":
+            return self.start_pending_upload(parts[1], parts[3])
+        if collection == "jobs" and len(parts) == 3 and parts[2] == "cancel" and method == "POST":
+            return await self.cancel_job(parts[1])
+        if collection == "batchEndpoints" and len(parts) == 3 and parts[2] == "invoke" and method == "POST":
+            return await self.invoke_endpoint(request, parts[1])
+        if collection in VERSIONED:
+            return await self.versioned(request, collection, parts[1:])
+        if collection in PLAIN or collection.endswith("Endpoints"):
+            return await self.plain(request, collection, parts[1:])
+        return arm_error(404, "NotFound", f"the local Azure ML endpoint has no {collection!r} resources")
+
+    def workspace_doc(self) -> web.Response:
+        storage_id = (
+            f"/subscriptions/{self.config.subscription_id}/resourceGroups/{self.config.resource_group}"
+            f"/providers/Microsoft.Storage/storageAccounts/{self.config.storage.account_name}"
+        )
+        return web.json_response(
+            {
+                "id": self.config.workspace_path,
+                "name": self.config.workspace,
+                "type": f"{PROVIDER}/workspaces",
+                "location": self.config.location,
+                "kind": "Default",
+                "sku": {"name": "Basic", "tier": "Basic"},
+                "identity": {"type": "SystemAssigned"},
+                "properties": {
+                    "workspaceId": self.workspace_id,
+                    "friendlyName": self.config.workspace,
+                    "storageAccount": storage_id,
+                    "provisioningState": "Succeeded",
+                    "discoveryUrl": "",
+                    "hbiWorkspace": False,
+                    "publicNetworkAccess": "Enabled",
+                },
+            }
+        )
+
+    # --- generic collections -------------------------------------------------
+
+    async def plain(self, request: web.Request, collection: str, rest: list[str]) -> web.Response:
+        method = request.method
+        if not rest:
+            if method != "GET":
+                return arm_error(405, "MethodNotAllowed", f"{method} on {collection}")
+            docs = self.store.list(collection)
+            if collection == "jobs":
+                docs = [self.scheduler.refresh(doc) for doc in docs]
+                tag = request.query.get("tag")
+                if tag:
+                    docs = [d for d in docs if tag in (d["properties"].get("tags") or {})]
+            return web.json_response({"value": docs})
+        name = rest[0]
+        path = f"{collection}/{name}"
+        if method == "GET":
+            doc = self.store.get(path)
+            if doc is None:
+                return arm_error(404, "ResourceNotFound", f"{collection[:-1]} {name!r} was not found in workspace {self.config.workspace}")
+            if collection == "jobs":
+                doc = self.scheduler.refresh(doc)
+            return web.json_response(doc)
+        if method == "PUT":
+            body = await request.json()
+            if collection == "jobs":
+                return await self.create_job(name, body)
+            doc = self.envelope(collection, name, body)
+            props = doc["properties"]
+            if collection == "computes":
+                props["provisioningState"] = "Succeeded"
+                props.setdefault("computeLocation", self.config.location)
+                doc.setdefault("location", self.config.location)
+            elif collection.endswith("Endpoints"):
+                props["provisioningState"] = "Succeeded"
+                props["scoringUri"] = str(request.url.with_query(None)) + "/invoke"
+                doc.setdefault("location", self.config.location)
+            existed = self.store.get(path) is not None
+            self.store.put(path, collection, doc)
+            return web.json_response(doc, status=200 if existed else 201)
+        if method == "DELETE":
+            if collection == "jobs":
+                await self.scheduler.cancel(name)
+            found = self.store.delete(path)
+            return web.Response(status=200 if found else 204)
+        return arm_error(405, "MethodNotAllowed", f"{method} on {path}")
+
+    async def versioned(self, request: web.Request, collection: str, rest: list[str]) -> web.Response:
+        method = request.method
+        if len(rest) == 1 and method == "GET":  # the container (asset name)
+            doc = self.store.get(f"{collection}/{rest[0]}")
+            if doc is None:
+                return arm_error(404, "ResourceNotFound", f"{collection} {rest[0]!r} not found")
+            return web.json_response(doc)
+        if len(rest) == 2 and rest[1] == "versions" and method == "GET":
+            wanted_hash = request.query.get("hash")
+            if wanted_hash:  # code assets are looked up by content hash (any name) before an upload
+                versions = [
+                    v for v in self.store.list(collection)
+                    if (v["properties"].get("properties") or {}).get("hash_sha256") == wanted_hash
+                ]
+            else:
+                versions = self.store.list(collection, f"{collection}/{rest[0]}/versions/")
+            return web.json_response({"value": versions})
+        if len(rest) != 3 or rest[1] != "versions":
+            return arm_error(404, "NotFound", f"unsupported path {collection}/{'/'.join(rest)}")
+        name, version = rest[0], rest[2]
+        path = f"{collection}/{name}/versions/{version}"
+        if method == "GET":
+            doc = self.store.get(path)
+            if doc is None:
+                return arm_error(404, "ResourceNotFound", f"{collection[:-1]} {name}:{version} was not found")
+            return web.json_response(doc)
+        if method == "PUT":
+            body = await request.json()
+            existing = self.store.get(path)
+            doc = self.envelope(collection, version, body, rel=path)
+            doc["properties"]["provisioningState"] = "Succeeded"
+            self.store.put(path, collection, doc)
+            if self.store.get(f"{collection}/{name}") is None:
+                container = self.envelope(collection, name, {"properties": {"latestVersion": version}})
+                self.store.put(f"{collection}/{name}", f"{collection}-containers", container)
+            return web.json_response(doc, status=200 if existing else 201)
+        if method == "DELETE":
+            return web.Response(status=200 if self.store.delete(path) else 204)
+        return arm_error(405, "MethodNotAllowed", f"{method} on {path}")
+
+    # --- special operations --------------------------------------------------
+
+    async def list_secrets(self, name: str) -> web.Response:
+        if self.store.get(f"datastores/{name}") is None:
+            return arm_error(404, "ResourceNotFound", f"datastore {name!r} was not found")
+        return web.json_response({"secretsType": "AccountKey", "key": self.config.storage.account_key})
+
+    def start_pending_upload(self, name: str, version: str) -> web.Response:
+        """Hand out a fresh container for one code upload and a SAS that can write it (as Azure does)."""
+        container = f"code-{uuid.uuid4().hex}"
+        self.config.storage.ensure_container(container)
+        container_url = f"{self.config.storage.blob_endpoint}/{container}"
+        sas = self.config.storage.container_sas(container, write=True)
+        return web.json_response(
+            {
+                "blobReferenceForConsumption": {
+                    "blobUri": container_url,
+                    "storageAccountArmId": None,
+                    "credential": {"credentialType": "SAS", "sasUri": f"{container_url}?{sas}"},
+                },
+                "pendingUploadId": uuid.uuid4().hex,
+                "pendingUploadType": "TemporaryBlobReference",
+            }
+        )
+
+    async def create_job(self, name: str, body: dict[str, Any]) -> web.Response:
+        path = f"jobs/{name}"
+        existing = self.store.get(path)
+        if existing is not None:
+            # Azure ML rejects changing a submitted job; a re-PUT of the same name returns it.
+            return web.json_response(self.scheduler.refresh(existing), status=200)
+        doc = self.envelope("jobs", name, body)
+        props = doc["properties"]
+        props["status"] = "NotStarted"
+        props.setdefault("experimentName", "Default")
+        props["services"] = {
+            "Studio": {
+                "jobServiceType": "Studio",
+                "endpoint": f"https://ml.azure.com/runs/{name}?wsid={self.config.workspace_path}",
+            }
+        }
+        try:
+            self.scheduler.validate(doc)
+        except ValueError as err:
+            return arm_error(400, "UserError", str(err))
+        self.store.put(path, "jobs", doc)
+        await self.scheduler.submit(name)
+        return web.json_response(self.store.get(path), status=201)
+
+    async def cancel_job(self, name: str) -> web.Response:
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None:
+            return arm_error(404, "ResourceNotFound", f"job {name!r} was not found")
+        await self.scheduler.cancel(name)
+        return web.Response(status=200)
+
+    async def invoke_endpoint(self, request: web.Request, endpoint: str) -> web.Response:
+        return await self.scheduler.invoke_endpoint(request, endpoint)
+
+
+def token_is_valid(header: str, secret: str) -> bool:
+    """A bearer JWT signed (HS256) with the key derived from the shared secret, not expired."""
+    import jwt
+
+    if not header.startswith("Bearer "):
+        return False
+    key = hashlib.sha256(secret.encode()).digest()
+    try:
+        jwt.decode(header[7:], key, algorithms=["HS256"], options={"verify_aud": False})
+    except jwt.PyJWTError:
+        return False
+    return True
+
+
+def auth_middleware(secret: str):
+    @web.middleware
+    async def check_token(request: web.Request, handler):
+        if not token_is_valid(request.headers.get("Authorization", ""), secret):
+            return arm_error(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid, expired or missing (local Azure ML endpoint: "
+                "sign in with the endpoint's token).",
+            )
+        return await handler(request)
+
+    return check_token
+
+
+def make_app(config: ServiceConfig, store: ResourceStore, scheduler: JobScheduler) -> web.Application:
+    service = AmlService(config, store, scheduler)
+    service.seed()
+    scheduler.attach(service)
+    app = web.Application(middlewares=[auth_middleware(config.token)], client_max_size=64 * 1024**2)
+    app.router.add_route(
+        "*",
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}{rest:.*}",
+        service.handle,
+    )
+
+    async def on_startup(app: web.Application) -> None:
+        await scheduler.resume_unfinished()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await scheduler.shutdown()
+        store.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app["service"] = service
+    return app
+
+
+__all__ = ["ServiceConfig", "make_app", "TERMINAL_STATES"]

@@ -1,0 +1,357 @@
+"""Job execution of the local Azure ML endpoint: resolve a submitted job, run it, track its state.
+
+A pipeline job's parallel step is resolved into a plain `RunPlan` (where the code, the
+input folder and the output file live in Azurite, and the step's settings), which a
+`runner` subprocess executes. The job moves Queued -> Preparing -> Running ->
+Finalizing -> Completed, or Failed (with the error in ``properties["azureml.error"]``)
+or Canceled. One job runs at a time (a small machine); the others wait Queued.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.local_azure.aml_service.store import ResourceStore
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from include.local_azure.aml_service.app import AmlService
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+TERMINAL_STATES = frozenset({"Completed", "Failed", "Canceled"})
+ERROR_PROPERTY = "azureml.error"
+#: Azure ML's default name of the append_row output file.
+DEFAULT_APPEND_ROW_FILE = "parallel_run_step.txt"
+#: Parallel-runner arguments that belong to the runner, not to the entry script.
+RUNNER_ARGUMENTS = {"--append_row_file_name"}
+_DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$")
+_BINDING = re.compile(r"^\$\{\{\s*(?P<scope>parent\.)?(?P<kind>inputs|outputs)\.(?P<name>[\w-]+)\s*\}\}$")
+
+
+@dataclass
+class BlobLocation:
+    container: str
+    path: str
+
+
+@dataclass
+class RunPlan:
+    """Everything the runner needs for one parallel step, resolved from the ARM documents."""
+
+    job_name: str
+    code: BlobLocation
+    entry_script: str
+    program_arguments: list[str]
+    input_name: str
+    input: BlobLocation
+    output: BlobLocation | None
+    mini_batch_size: int = 10
+    error_threshold: int = -1
+    mini_batch_error_threshold: int = -1
+    max_retries: int = 3
+    timeout_seconds: float = 60.0
+    instance_count: int = 1
+    max_concurrency_per_instance: int = 1
+    environment_variables: dict[str, str] = field(default_factory=dict)
+
+
+def _int(value: Any, default: int, name: str) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _seconds(value: Any, default: float) -> float:
+    """Seconds from an int or an ISO-8601 duration such as PT1M30S."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, (int, float)) or str(value).isdigit():
+        return float(value)
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?)?", str(value))
+    if not match:
+        raise ValueError(f"timeout must be seconds or an ISO-8601 duration, got {value!r}")
+    days, hours, minutes, secs = (float(x) if x else 0.0 for x in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + secs
+
+
+class JobScheduler:
+    """Runs submitted jobs one at a time in runner subprocesses and records their states."""
+
+    def __init__(self, store: ResourceStore, storage_connection_string: str, state_dir: Path) -> None:
+        self.store = store
+        self.connection_string = storage_connection_string
+        self.state_dir = state_dir
+        self.service: AmlService | None = None
+        self._slot = asyncio.Semaphore(1)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._canceled: set[str] = set()
+
+    def attach(self, service: AmlService) -> None:
+        self.service = service
+
+    # --- resolution ----------------------------------------------------------
+
+    def _rel(self, arm_id: str) -> str:
+        """A workspace-relative path from an ARM id (with or without the azureml: prefix)."""
+        arm_id = arm_id.removeprefix("azureml:")
+        marker = "/workspaces/"
+        index = arm_id.lower().find(marker)
+        if index < 0:
+            return arm_id
+        return arm_id[index + len(marker):].split("/", 1)[1]
+
+    def _resource(self, arm_id: str, what: str) -> dict[str, Any]:
+        doc = self.store.get(self._rel(arm_id))
+        if doc is None:
+            raise ValueError(f"{what} {arm_id!r} does not exist in the workspace")
+        return doc
+
+    def _datastore_location(self, uri: str, what: str) -> BlobLocation:
+        match = _DATASTORE_URI.match(uri or "")
+        if not match:
+            raise ValueError(f"{what} must be an azureml://datastores/<name>/paths/<path> URI, got {uri!r}")
+        datastore = self.store.get(f"datastores/{match['datastore']}")
+        if datastore is None:
+            raise ValueError(f"{what} names datastore {match['datastore']!r}, which does not exist")
+        return BlobLocation(datastore["properties"]["containerName"], match["path"].strip("/"))
+
+    def _code_location(self, code_id: str) -> BlobLocation:
+        code = self._resource(code_id, "code asset")
+        uri = code["properties"].get("codeUri") or ""
+        # codeUri is <blob endpoint>/<container>/<folder>; the endpoint ends with the account name.
+        account_marker = "/devstoreaccount1/"
+        tail = uri.split(account_marker, 1)[1] if account_marker in uri else uri.split("/", 3)[-1]
+        container, _, path = tail.partition("/")
+        if not container:
+            raise ValueError(f"code asset {code_id!r} has no usable codeUri ({uri!r})")
+        return BlobLocation(container, path.strip("/"))
+
+    def plan(self, doc: dict[str, Any]) -> RunPlan:
+        """The RunPlan of a job document; ValueError names what the local endpoint cannot run."""
+        props = doc["properties"]
+        job_type = props.get("jobType")
+        if job_type != "Pipeline":
+            raise ValueError(f"the local endpoint runs pipeline jobs with one parallel step; got jobType {job_type!r}")
+        nodes = props.get("jobs") or {}
+        parallel = [(name, node) for name, node in nodes.items() if node.get("type") == "parallel"]
+        if len(parallel) != 1 or len(nodes) != 1:
+            raise ValueError(
+                f"the local endpoint runs pipelines of exactly one parallel step; job has steps "
+                f"{ {name: node.get('type') for name, node in nodes.items()} }"
+            )
+        step_name, node = parallel[0]
+        component = self._resource(node.get("componentId") or "", f"component of step {step_name}")
+        spec = component["properties"].get("componentSpec") or {}
+
+        def setting(key: str) -> Any:
+            return node.get(key) if node.get(key) not in (None, "") else spec.get(key)
+
+        task = spec.get("task") or {}
+        if task.get("type") != "run_function":
+            raise ValueError(f"step {step_name}: only run_function tasks are supported, got {task.get('type')!r}")
+        retry = {**(spec.get("retry_settings") or {}), **(node.get("retry_settings") or {})}
+        resources = {**(spec.get("resources") or {}), **(node.get("resources") or {})}
+        arguments = shlex.split(task.get("program_arguments") or "")
+
+        input_name = self._binding_name(setting("input_data") or "", "inputs", f"step {step_name} input_data")
+        input_uri = self._resolve_io(props, node, "inputs", input_name, step_name)
+        output = None
+        append_row_to = task.get("append_row_to")
+        if append_row_to:
+            output_name = self._binding_name(append_row_to, "outputs", f"step {step_name} append_row_to")
+            output_uri = self._resolve_io(props, node, "outputs", output_name, step_name) or (
+                f"azureml://datastores/workspaceblobstore/paths/azureml/{doc['name']}/{output_name}/"
+            )
+            folder = self._datastore_location(output_uri, f"output {output_name}")
+            file_name = DEFAULT_APPEND_ROW_FILE
+            if "--append_row_file_name" in arguments:
+                index = arguments.index("--append_row_file_name")
+                file_name = arguments[index + 1] if index + 1 < len(arguments) else ""
+                if not re.fullmatch(r"[\w.-]+", file_name):
+                    raise ValueError(f"--append_row_file_name must be a plain file name, got {file_name!r}")
+            output = BlobLocation(folder.container, f"{folder.path}/{file_name}".lstrip("/"))
+        entry_arguments = []
+        skip = False
+        for arg in arguments:
+            if skip:
+                skip = False
+                continue
+            if arg in RUNNER_ARGUMENTS:
+                skip = True
+                continue
+            entry_arguments.append(arg)
+        return RunPlan(
+            job_name=doc["name"],
+            code=self._code_location(task.get("code") or ""),
+            entry_script=task.get("entry_script") or "",
+            program_arguments=entry_arguments,
+            input_name=input_name,
+            input=self._datastore_location(input_uri or "", f"input {input_name}"),
+            output=output,
+            mini_batch_size=_int(setting("mini_batch_size"), 10, "mini_batch_size"),
+            error_threshold=_int(setting("error_threshold"), -1, "error_threshold"),
+            mini_batch_error_threshold=_int(setting("mini_batch_error_threshold"), -1, "mini_batch_error_threshold"),
+            max_retries=_int(retry.get("max_retries"), 3, "retry_settings.max_retries"),
+            timeout_seconds=_seconds(retry.get("timeout"), 60.0),
+            instance_count=_int(resources.get("instance_count"), 1, "instance_count"),
+            max_concurrency_per_instance=_int(setting("max_concurrency_per_instance"), 1, "max_concurrency_per_instance"),
+            environment_variables={str(k): str(v) for k, v in (setting("environment_variables") or {}).items()},
+        )
+
+    @staticmethod
+    def _binding_name(value: str, kind: str, what: str) -> str:
+        match = _BINDING.match(value.strip())
+        if not match or match["kind"] != kind:
+            raise ValueError(f"{what} must be ${{{{{kind}.<name>}}}}, got {value!r}")
+        return match["name"]
+
+    @staticmethod
+    def _resolve_io(props: dict, node: dict, kind: str, name: str, step: str) -> str | None:
+        """The URI bound to a step's input or output, following ${{parent.<kind>.X}} to the pipeline."""
+        binding = (node.get(kind) or {}).get(name)
+        if binding is None:
+            if kind == "outputs":
+                return None
+            raise ValueError(f"step {step} has no {kind[:-1]} {name!r}")
+        if binding.get("uri"):
+            return binding["uri"]
+        value = str(binding.get("value") or "")
+        match = _BINDING.match(value)
+        if match and match["scope"] and match["kind"] == kind:
+            pipeline_io = (props.get(kind) or {}).get(match["name"]) or {}
+            return pipeline_io.get("uri")
+        if kind == "inputs":
+            raise ValueError(f"step {step} input {name!r} is bound to {value!r}, which is not a folder URI")
+        return None
+
+    def validate(self, doc: dict[str, Any]) -> None:
+        self.plan(doc)
+
+    # --- state ---------------------------------------------------------------
+
+    def refresh(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc
+
+    def set_status(self, name: str, status: str, error: str | None = None) -> None:
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None:
+            return
+        props = doc["properties"]
+        if props.get("status") in TERMINAL_STATES:
+            return
+        props["status"] = status
+        if error:
+            props.setdefault("properties", {})[ERROR_PROPERTY] = error[-4000:]
+        self.store.put(f"jobs/{name}", "jobs", doc)
+        log.info("job %s: %s%s", name, status, f" ({error})" if error else "")
+
+    async def submit(self, name: str) -> None:
+        self.set_status(name, "Queued")
+        self._tasks[name] = asyncio.create_task(self._run(name))
+
+    async def resume_unfinished(self) -> None:
+        """After a restart: jobs that had not finished run again from the start."""
+        for doc in self.store.list("jobs"):
+            if doc["properties"].get("status") not in TERMINAL_STATES:
+                await self.submit(doc["name"])
+
+    async def cancel(self, name: str) -> None:
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None or doc["properties"].get("status") in TERMINAL_STATES:
+            return
+        self._canceled.add(name)
+        self.set_status(name, "CancelRequested")
+        proc = self._procs.get(name)
+        if proc is not None and proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        elif name not in self._procs:
+            self._finish_canceled(name)
+
+    def _finish_canceled(self, name: str) -> None:
+        doc = self.store.get(f"jobs/{name}")
+        if doc is not None:
+            doc["properties"]["status"] = "Canceled"
+            self.store.put(f"jobs/{name}", "jobs", doc)
+
+    async def shutdown(self) -> None:
+        """Stop runners without marking their jobs: a restart runs them again."""
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for task in self._tasks.values():
+            task.cancel()
+
+    # --- execution -----------------------------------------------------------
+
+    async def _run(self, name: str) -> None:
+        async with self._slot:
+            if name in self._canceled:
+                self._finish_canceled(name)
+                return
+            doc = self.store.get(f"jobs/{name}")
+            if doc is None:
+                return
+            try:
+                plan = self.plan(doc)
+            except ValueError as err:
+                self.set_status(name, "Failed", str(err))
+                return
+            await self._run_plan(name, plan)
+
+    async def _run_plan(self, name: str, plan: RunPlan) -> None:
+        work = self.state_dir / "runs" / name
+        work.mkdir(parents=True, exist_ok=True)
+        spec_file = work / "plan.json"
+        spec_file.write_text(json.dumps({"plan": asdict(plan), "connection_string": self.connection_string}))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+        log_file = open(work / "runner.log", "ab")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "include.local_azure.aml_service.runner", str(spec_file), str(work),
+            cwd=str(PROJECT_ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=log_file,
+            start_new_session=True,
+        )
+        log_file.close()
+        self._procs[name] = proc
+        error: str | None = None
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith("STATUS "):
+                self.set_status(name, line[7:].strip())
+            elif line.startswith("ERROR "):
+                error = json.loads(line[6:])
+        code = await proc.wait()
+        self._procs.pop(name, None)
+        if name in self._canceled:
+            self._finish_canceled(name)
+        elif code == 0 and error is None:
+            self.set_status(name, "Completed")
+        else:
+            self.set_status(name, "Failed", error or f"the parallel runner exited with code {code}; see {work / 'runner.log'}")
+
+    async def invoke_endpoint(self, request: web.Request, endpoint: str) -> web.Response:
+        from include.local_azure.aml_service.app import arm_error
+
+        return arm_error(501, "NotImplemented", "batch endpoint invoke is not implemented yet")

@@ -1,0 +1,295 @@
+"""The parallel runner of the local Azure ML endpoint (one subprocess per job).
+
+It does what Azure ML's parallel run step does on a cluster, on this machine:
+downloads the code asset and the input folder from Azurite, starts
+``instance_count x max_concurrency_per_instance`` worker processes that each import
+the entry script and call ``init()`` once, hands them mini batches of
+``mini_batch_size`` files for ``run()``, retries a failed or timed-out mini batch up to
+``max_retries`` tries in all, fails the job once more mini batches (or files) failed than
+the thresholds allow, and appends every row ``run()`` returned to one CSV (with the
+DataFrame's header) uploaded to the ``append_row_to`` output.
+
+Protocol with the service (stdout): ``STATUS <state>`` lines, and at most one
+``ERROR <json string>`` line before a non-zero exit.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import queue
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POLL_SECONDS = 0.2
+
+
+def say(kind: str, value: str) -> None:
+    print(f"{kind} {value}", flush=True)
+
+
+def log(message: str) -> None:
+    print(f"[runner {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- worker side --------------------------------------------------------------
+
+
+def load_entry_script(code_dir: str, entry_script: str) -> Any:
+    path = Path(code_dir) / entry_script
+    if not path.is_file():
+        raise FileNotFoundError(f"entry script {entry_script!r} is not in the code asset")
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    for name in ("init", "run"):
+        if not callable(getattr(module, name, None)):
+            raise AttributeError(f"entry script {entry_script!r} has no {name}() function")
+    return module
+
+
+def worker_main(worker_id: int, code_dir: str, entry_script: str, arguments: list[str],
+                env: dict[str, str], tasks: mp.Queue, results: mp.Queue) -> None:
+    """One worker process: init() once, then run() for every mini batch it is handed."""
+    os.environ.update(env)
+    os.chdir(code_dir)
+    sys.argv = [entry_script, *arguments]
+    try:
+        module = load_entry_script(code_dir, entry_script)
+        module.init()
+    except BaseException:
+        results.put(("init_error", worker_id, None, traceback.format_exc()))
+        return
+    results.put(("ready", worker_id, None, None))
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        batch_id, files = item
+        try:
+            output = module.run(list(files))
+            rows = to_rows(output)
+        except BaseException:
+            results.put(("error", worker_id, batch_id, traceback.format_exc()))
+            continue
+        results.put(("done", worker_id, batch_id, rows))
+
+
+def to_rows(output: Any) -> tuple[list[str] | None, list[list[Any]]]:
+    """(header, rows) from what run() returned: a DataFrame (with header) or a list (one row each)."""
+    import pandas as pd
+
+    if isinstance(output, pd.DataFrame):
+        return [str(c) for c in output.columns], output.astype(object).where(output.notna(), None).values.tolist()
+    if isinstance(output, (list, tuple)):
+        return None, [[value] for value in output]
+    raise TypeError(f"run() must return a pandas.DataFrame or a list, not {type(output).__name__}")
+
+
+# --- coordinator side -----------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    process: mp.Process
+    tasks: mp.Queue
+    ready: bool = False
+    batch: int | None = None
+    started: float = 0.0
+
+
+@dataclass
+class Progress:
+    tries: dict[int, int] = field(default_factory=dict)
+    failed_batches: list[int] = field(default_factory=list)
+    failed_items: int = 0
+    done: int = 0
+    last_error: dict[int, str] = field(default_factory=dict)
+
+
+class JobFailed(Exception):
+    pass
+
+
+class ParallelRun:
+    def __init__(self, plan: dict[str, Any], code_dir: Path, files: list[Path], out_csv: Path) -> None:
+        self.plan = plan
+        self.code_dir = code_dir
+        size = plan["mini_batch_size"]
+        self.batches = [[str(f) for f in files[i:i + size]] for i in range(0, len(files), size)]
+        self.out_csv = out_csv
+        self.header: list[str] | None = None
+        self.ctx = mp.get_context("spawn")
+        self.results: mp.Queue = self.ctx.Queue()
+        self.workers: dict[int, Worker] = {}
+        self.next_worker_id = 0
+        self.pending: list[int] = list(range(len(self.batches)))
+        self.progress = Progress()
+
+    def start_worker(self) -> None:
+        tasks = self.ctx.Queue()
+        wid = self.next_worker_id
+        self.next_worker_id += 1
+        process = self.ctx.Process(
+            target=worker_main,
+            args=(wid, str(self.code_dir), self.plan["entry_script"], self.plan["program_arguments"],
+                  self.plan["environment_variables"], tasks, self.results),
+            daemon=True,
+        )
+        process.start()
+        self.workers[wid] = Worker(process, tasks)
+
+    def stop_worker(self, wid: int) -> None:
+        worker = self.workers.pop(wid)
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(5)
+
+    def batch_failed(self, batch_id: int, reason: str) -> None:
+        progress = self.progress
+        progress.tries[batch_id] = progress.tries.get(batch_id, 0) + 1
+        progress.last_error[batch_id] = reason
+        tries = progress.tries[batch_id]
+        log(f"mini batch {batch_id} try {tries} failed: {reason}")
+        if tries < self.plan["max_retries"]:
+            self.pending.append(batch_id)
+            return
+        progress.failed_batches.append(batch_id)
+        progress.failed_items += len(self.batches[batch_id])
+        limit_batches = self.plan["mini_batch_error_threshold"]
+        limit_items = self.plan["error_threshold"]
+        over = (limit_batches != -1 and len(progress.failed_batches) > limit_batches) or (
+            limit_items != -1 and progress.failed_items > limit_items
+        )
+        if over:
+            files = [Path(f).name for f in self.batches[batch_id]]
+            raise JobFailed(
+                f"mini batch {batch_id} ({', '.join(files)}) failed after {tries} tries: "
+                f"{reason.strip().splitlines()[-1] if reason.strip() else reason}; "
+                f"{len(progress.failed_batches)} mini batch(es) / {progress.failed_items} file(s) failed, over "
+                f"mini_batch_error_threshold={limit_batches} / error_threshold={limit_items}"
+            )
+
+    def append(self, header: list[str] | None, rows: list[list[Any]]) -> None:
+        new_file = self.header is None and header is not None and not self.out_csv.exists()
+        with open(self.out_csv, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            if new_file:
+                self.header = header
+                writer.writerow(header)
+            writer.writerows(["" if v is None else v for v in row] for row in rows)
+
+    def run(self) -> Progress:
+        count = self.plan["instance_count"] * self.plan["max_concurrency_per_instance"]
+        count = max(1, min(count, len(self.batches)))
+        if not self.batches:
+            return self.progress
+        for _ in range(count):
+            self.start_worker()
+        timeout = self.plan["timeout_seconds"]
+        try:
+            while self.progress.done + len(self.progress.failed_batches) < len(self.batches):
+                self.dispatch()
+                try:
+                    kind, wid, batch_id, payload = self.results.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    self.check_workers(timeout)
+                    continue
+                worker = self.workers.get(wid)
+                if kind == "init_error":
+                    raise JobFailed(f"init() of entry script {self.plan['entry_script']} failed: {payload.strip().splitlines()[-1]}")
+                if worker is None:
+                    continue  # a result from a worker we already replaced
+                if kind == "ready":
+                    worker.ready = True
+                elif kind == "done":
+                    worker.batch = None
+                    self.progress.done += 1
+                    self.append(*payload)
+                elif kind == "error":
+                    worker.batch = None
+                    self.batch_failed(batch_id, payload)
+        finally:
+            for wid in list(self.workers):
+                self.workers[wid].tasks.put(None)
+            for wid in list(self.workers):
+                self.stop_worker(wid)
+        return self.progress
+
+    def dispatch(self) -> None:
+        for worker in self.workers.values():
+            if worker.ready and worker.batch is None and self.pending:
+                batch_id = self.pending.pop(0)
+                worker.batch = batch_id
+                worker.started = time.monotonic()
+                worker.tasks.put((batch_id, self.batches[batch_id]))
+
+    def check_workers(self, timeout: float) -> None:
+        """Replace workers whose run() exceeded the timeout or that died."""
+        for wid, worker in list(self.workers.items()):
+            dead = not worker.process.is_alive()
+            late = worker.batch is not None and time.monotonic() - worker.started > timeout
+            if not (dead or late):
+                continue
+            batch_id = worker.batch
+            self.stop_worker(wid)
+            self.start_worker()
+            if batch_id is not None:
+                reason = f"run() exceeded the timeout of {timeout:g}s" if late else f"worker died (exit code {worker.process.exitcode})"
+                self.batch_failed(batch_id, reason)
+            elif dead and not worker.ready:
+                raise JobFailed(f"a worker died during init() (exit code {worker.process.exitcode})")
+
+
+def main(spec_file: str, work_dir: str) -> int:
+    from include.local_azure.aml_service.blob import StorageAccount, download_prefix, upload_file
+
+    spec = json.loads(Path(spec_file).read_text())
+    plan = spec["plan"]
+    account = StorageAccount(spec["connection_string"])
+    work = Path(work_dir)
+    try:
+        say("STATUS", "Preparing")
+        code_dir = work / "code"
+        input_dir = work / "input"
+        for folder in (code_dir, input_dir):
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+        download_prefix(account, plan["code"]["container"], plan["code"]["path"], code_dir)
+        files = download_prefix(account, plan["input"]["container"], plan["input"]["path"], input_dir)
+        log(f"{len(files)} input file(s) from {plan['input']['container']}/{plan['input']['path']}")
+        # Azure ML mounts the input and puts its path where the arguments say ${{inputs.<name>}}.
+        placeholder = "${{inputs.%s}}" % plan["input_name"]
+        plan["program_arguments"] = [a.replace(placeholder, str(input_dir)) for a in plan["program_arguments"]]
+        out_csv = work / "append_row.csv"
+        out_csv.unlink(missing_ok=True)
+        say("STATUS", "Running")
+        progress = ParallelRun(plan, code_dir, files, out_csv).run()
+        log(f"{progress.done} mini batch(es) done, {len(progress.failed_batches)} failed")
+        say("STATUS", "Finalizing")
+        if plan["output"]:
+            if not out_csv.exists():
+                out_csv.write_text("")
+            upload_file(account, plan["output"]["container"], plan["output"]["path"], out_csv)
+        return 0
+    except JobFailed as err:
+        say("ERROR", json.dumps(str(err)))
+        return 1
+    except Exception as err:
+        log(traceback.format_exc())
+        say("ERROR", json.dumps(f"{type(err).__name__}: {err}"))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
