@@ -5,6 +5,7 @@ inference with the shipped weights, real Airflow.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -22,12 +23,24 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(PROJECT_ROOT / ".local" / "yolo-config"))
 Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
 
-# A private Airflow home for the test session (set before Airflow is imported).
-os.environ.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / ".local" / "airflow-test"))
+# A private Airflow home for the test session (set before Airflow is imported),
+# with a fresh metadata database, and two DAG bundles: the product's dags/ and
+# the small DAGs that exercise the plugin operators (tests/plugin_dags/).
+AIRFLOW_TEST_HOME = PROJECT_ROOT / ".local" / "airflow-test"
+os.environ.setdefault("AIRFLOW_HOME", str(AIRFLOW_TEST_HOME))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+os.environ.setdefault(
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+    json.dumps([
+        {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(PROJECT_ROOT / "dags")}},
+        {"name": "plugin-test-dags", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+         "kwargs": {"path": str(PROJECT_ROOT / "tests" / "plugin_dags")}},
+    ]),
+)
 
 from include.local_azure.azurite import AzuriteEndpoint, start_azurite, stop_azurite  # noqa: E402
 from include.local_azure.processes import free_port  # noqa: E402
@@ -59,3 +72,61 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> AzuriteEndpoint:
     endpoint = start_azurite(state_dir, free_port())
     yield endpoint
     stop_azurite(state_dir)
+
+
+class LocalBatch:
+    """The local Batch service for tests: url, account, key, state_dir, client(), restart()."""
+
+    def __init__(self, state_dir: Path, port: int, storage_connection_string: str) -> None:
+        import base64
+        import secrets
+
+        self.state_dir = state_dir
+        self.port = port
+        self.account = "localbatch"
+        self.key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.storage_connection_string = storage_connection_string
+        self.endpoint = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from include.local_azure.batch_service.launcher import start_batch_service
+
+        self.endpoint = start_batch_service(self.state_dir, self.port, self.account, self.key, self.storage_connection_string)
+
+    def stop(self) -> None:
+        from include.local_azure.batch_service.launcher import stop_batch_service
+
+        stop_batch_service(self.state_dir)
+
+    def restart(self) -> None:
+        """Stop and start the service on the same port and state (what a crash + restart looks like)."""
+        self.stop()
+        self.start()
+
+    def client(self, **kwargs):
+        return self.endpoint.client(**kwargs)
+
+    def emulator(self, method: str, path: str, body: dict | None = None):
+        return self.endpoint.emulator(method, path, body)
+
+
+@pytest.fixture(scope="session")
+def local_batch(tmp_path_factory: pytest.TempPathFactory, azurite: AzuriteEndpoint) -> LocalBatch:
+    """The local Azure Batch service on a free loopback port, backed by the session's Azurite."""
+    service = LocalBatch(tmp_path_factory.mktemp("batch-state"), free_port(), azurite.connection_string)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh Airflow metadata database for this test session."""
+    (Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").unlink(missing_ok=True)
+    from airflow.utils.db import initdb
+
+    initdb()
