@@ -1,0 +1,67 @@
+"""Command line: run the local Batch service in the foreground until SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from include.local_azure.batch_service.engine import Engine, EngineConfig
+from include.local_azure.batch_service.faults import Faults
+from include.local_azure.batch_service.server import BatchApp
+from include.local_azure.batch_service.store import Store
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m include.local_azure.batch_service", description=__doc__)
+    parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
+    parser.add_argument("--state-dir", type=Path, required=True, help="SQLite state and node folders live here")
+    parser.add_argument("--account", required=True, help="Batch account name")
+    parser.add_argument("--key", required=True, help="base64 Shared Key for the account")
+    parser.add_argument("--storage-connection-string", default=None, help="for autoStorageContainerName resource files")
+    parser.add_argument("--node-allocation-delay", type=float, default=0.0, help="seconds before a resize adds nodes")
+    parser.add_argument("--preempted-node-recovery", type=float, default=1.0, help="seconds a preempted node stays away")
+    args = parser.parse_args(argv)
+    try:
+        base64.b64decode(args.key, validate=True)
+    except (binascii.Error, ValueError):
+        parser.error("--key must be base64 (an Azure Batch account key)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    state_dir = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = EngineConfig(
+        state_dir=state_dir,
+        account=args.account,
+        base_url=f"http://127.0.0.1:{args.port}",
+        storage_connection_string=args.storage_connection_string,
+        node_allocation_delay=args.node_allocation_delay,
+        preempted_node_recovery=args.preempted_node_recovery,
+    )
+    faults = Faults()
+    store = Store(state_dir / "batch.sqlite")
+    engine = Engine(config, store, faults)
+    app = BatchApp(engine, faults, args.account, args.key).make_app()
+
+    async def on_startup(_app: web.Application) -> None:
+        engine.start()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        engine.stop()
+        store.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    print(f"local Azure Batch service for account {args.account} on {config.base_url}, state in {state_dir}", flush=True)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
