@@ -10,6 +10,7 @@ Command line::
     python score.py --images DIR_OR_MANIFEST --output OUT.csv [--root DIR_OR_URL]
         [--weights PATH] [--batch-size N] [--device auto|cpu|cuda:0]
         [--imgsz 640] [--conf 0.25] [--workers N] [--max-pixels N] [--summary]
+        [--anonymous]
 
 Inputs:
   * a directory is scanned recursively for .jpg .jpeg .png .bmp .tif .tiff .webp
@@ -21,7 +22,11 @@ Inputs:
     ``..`` segment becomes an error row and is never opened.
   * ``--root`` may be the ``http(s)://`` URL of a blob container or folder; each
     manifest line is then a blob name fetched with HTTP GET in the decode
-    threads. A SAS token is read only from the ``SCORING_SAS_TOKEN`` env var.
+    threads. The SAS token is read only from the ``SCORING_SAS_TOKEN`` env var
+    (required unless ``--anonymous`` is given for a public container).
+    Throttling/server errors are retried (5 tries, Retry-After honoured); a
+    missing blob is an error row; a refused SAS, a missing container or
+    storage that keeps failing stops the run (exit 1) at once.
 
 Output: CSV, UTF-8, columns ``COLUMNS``; one ``ok`` row per detection, one
 ``empty`` row for an image without detections, one ``error`` row (with the
@@ -51,7 +56,8 @@ when the file lies under it, else the file name alone.
 
 Exit status: 0 when the run happened (bad images are rows, not failures);
 1 when it could not (weights missing, manifest unreadable, output not
-writable, storage refused the SAS or was unreachable), with a one-line message.
+writable, storage refused the SAS or was unreachable), with a one-line message;
+2 for command-line usage errors.
 """
 from __future__ import annotations
 
@@ -162,6 +168,8 @@ def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.Argumen
         parser.add_argument("--images", required=True, help="a directory of images or a manifest file")
         parser.add_argument("--output", required=True, help="CSV file to write")
         parser.add_argument("--summary", action="store_true", help="print detections per class to stdout")
+        parser.add_argument("--anonymous", action="store_true",
+                            help=f"read a public container from a URL --root without {SAS_ENV}")
     parser.add_argument("--root", default=env.get("SCORING_ROOT") or None,
                         help="root the image names are relative to (a folder or a blob container URL)")
     parser.add_argument("--weights", default=env.get("YOLO_WEIGHTS") or DEFAULT_WEIGHTS,
@@ -400,10 +408,12 @@ def fetch_blob(url: str, name: str) -> bytes:
         except urllib.error.HTTPError as exc:
             code = exc.code
             error_code = exc.headers.get("x-ms-error-code", "") if exc.headers else ""
+            if error_code == "ContainerNotFound":
+                raise ScoringError(f"container not found reading {name!r}; check --root") from None
             if code == 404:
                 raise ImageError("not found") from None
             if code in (401, 403) or error_code == "PublicAccessNotPermitted":
-                hint = f"set {SAS_ENV} to a valid read SAS" if not sas else f"check {SAS_ENV} (expired or no read permission?)"
+                hint = f"check {SAS_ENV} (wrong, expired or without read permission?)"
                 raise ScoringError(
                     f"storage refused access (HTTP {code} {error_code or exc.reason}) reading {name!r}; {hint}"
                 ) from None
@@ -727,8 +737,9 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> RunStats:
     """Score the inputs named by the command line into the output CSV."""
     images = Path(args.images)
     remote = bool(settings.root and _is_url(settings.root))
-    if remote and _sas_query() == "":
-        print(f"score.py: note: {SAS_ENV} is not set; reading blobs anonymously", file=sys.stderr)
+    if remote and not _sas_query() and not args.anonymous:
+        # Azure answers anonymous reads of a private container with 404s: fail now, not with 10,000 error rows.
+        raise ScoringError(f"{SAS_ENV} is not set; it is needed to read from a URL --root (or pass --anonymous)")
     manifest = None
     if images.is_dir():
         if remote:
