@@ -12,6 +12,7 @@ Blob layout::
                    runs/YYYYMM/<run_key>/results/shard-00000.csv (written by scoring tasks)
                    runs/YYYYMM/<run_key>/logs/shard-00000/stdout.txt, stderr.txt
                    runs/YYYYMM/<run_key>/code/score.py
+                   runs/YYYYMM/<run_key>/merged/predictions.csv (merge -> publish hand-over)
     predictions/   YYYYMM/predictions.csv, YYYYMM/summary.json   (published outputs)
 """
 from __future__ import annotations
@@ -162,6 +163,11 @@ class RunPaths:
 
     def code(self, name: str = "score.py") -> str:
         return f"{self.prefix}code/{name}"
+
+    @property
+    def merged_predictions(self) -> str:
+        """The merged CSV, kept in the work container between the merge and publish tasks."""
+        return f"{self.prefix}merged/predictions.csv"
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def test_run_paths_keep_months_and_runs_apart() -> None:
     assert january.result("shard-00003").endswith("/results/shard-00003.csv")
     assert january.log("shard-00001", "stderr").endswith("/logs/shard-00001/stderr.txt")
     assert january.code().endswith("/code/score.py")
+    assert january.merged_predictions == f"{january.prefix}merged/predictions.csv"
     others = [layout.run(parse_month("2024-02"), run_key("r1")), layout.run(parse_month("2024-01"), run_key("r2"))]
     for other in others:
         assert not other.prefix.startswith(january.prefix) and not january.prefix.startswith(other.prefix)
