@@ -33,3 +33,10 @@ test: venv node
 
 clean:
 	rm -rf .local demo-output bench-results.json
+
+# Interim demo (issue 2 section 4): score the sample images the ultralytics wheel ships.
+DEMO_SCORING_OUT := demo-output/scoring/predictions.csv
+.PHONY: demo-scoring
+demo-scoring: venv
+	$(PY) include/scoring/score.py --images "$$($(PY) -c 'from ultralytics.utils import ASSETS; print(ASSETS)')" \
+		--output $(DEMO_SCORING_OUT) --weights "$(YOLO_WEIGHTS)" --summary
