@@ -169,7 +169,8 @@ def _failed_shard_rows(
     shard: Shard, manifest: list[str], reason: str, statuses: Counter[str]
 ) -> Iterator[list[str]]:
     """One `error` row per image of a failed shard, so none is dropped."""
-    log.warning("Shard %s failed (%s): its %d image(s) become error rows", shard.id, reason, len(manifest))
+    log.warning("Shard %s failed (%s): its %d image(s) become error rows",
+                shard.id, redact(reason), len(manifest))
     for image in manifest:
         statuses[STATUS_ERROR] += 1
         yield error_row(image, f"shard {shard.id} failed: {reason}")

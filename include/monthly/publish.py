@@ -94,6 +94,8 @@ def publish(
     if not predictions_path.is_file():
         raise FileNotFoundError(f"predictions file {str(predictions_path)!r} does not exist")
     json.dumps(summary)  # fail on unserialisable data before changing anything
+    if not output_container.exists():
+        raise LookupError(f"output container {output_container.container_name!r} does not exist")
     paths = OutputPaths(month)
     csv_blob = output_container.get_blob_client(paths.predictions)
     summary_blob = output_container.get_blob_client(paths.summary)

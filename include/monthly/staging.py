@@ -181,6 +181,8 @@ def stage_month(
     """
     validate_shard_size(shard_size)
     validate_run_key(run_key)
+    if not work_container.exists():
+        raise LookupError(f"work container {work_container.container_name!r} does not exist")
     paths = RunPaths(month, run_key)
     _delete(work_container, paths.stage_record)
 

@@ -52,10 +52,11 @@ def test_merge_concatenates_shards_in_order_with_one_header(containers, staged, 
     assert sum(report.status_counts.values()) == len(IMAGES)
 
 
-def test_failed_shard_becomes_error_rows_for_each_of_its_images(containers, staged, tmp_path) -> None:
+def test_failed_shard_becomes_error_rows_for_each_of_its_images(containers, staged, tmp_path, caplog) -> None:
     write_results(containers.work, staged, skip={"shard-00001"})
     reason = "exit code 3: CUDA error; url=https://acct.blob/x?sv=2024&sig=SECRETSIG123&se=1"
     out = tmp_path / "predictions.csv"
+    caplog.set_level("INFO")
 
     report = merge_shards(containers.work, staged, out, failed_shards={"shard-00001": reason})
 
@@ -67,6 +68,7 @@ def test_failed_shard_becomes_error_rows_for_each_of_its_images(containers, stag
         assert "shard-00001" in row[-1] and "exit code 3: CUDA error" in row[-1]
         assert "SECRETSIG123" not in row[-1]
     assert "SECRETSIG123" not in str(report.failed_shards)
+    assert "shard-00001" in caplog.text and "SECRETSIG123" not in caplog.text
     assert report.images == len(IMAGES)
     assert report.status_counts["error"] >= len(failed_images)
 

@@ -175,3 +175,9 @@ def test_empty_month_publishes_a_header_only_csv_and_says_so(containers, tmp_pat
     assert published.predictions.decode() == ",".join(PREDICTION_COLUMNS) + "\n"
     assert published.summary["images"] == 0 and published.summary["outcome"] == "no-images"
     assert published.summary["shards"] == 0 and published.summary["detections"] == 0
+
+
+def test_missing_output_container_is_named(blob_service, tmp_path) -> None:
+    missing = blob_service.get_container_client("no-such-predictions")
+    with pytest.raises(LookupError, match="no-such-predictions"):
+        publish(missing, JANUARY, make_file(tmp_path / "p.csv", "x", 1), {"images": 1})

@@ -139,3 +139,10 @@ def test_missing_input_container_is_named(containers, blob_service) -> None:
     missing = blob_service.get_container_client("no-such-images")
     with pytest.raises(LookupError, match="no-such-images"):
         stage_month(missing, containers.work, MONTH, run_key("r"), shard_size=3)
+
+
+def test_missing_work_container_is_named(containers, blob_service) -> None:
+    upload_names(containers.input, ODD_IMAGES)
+    missing = blob_service.get_container_client("no-such-work")
+    with pytest.raises(LookupError, match="no-such-work"):
+        stage_month(containers.input, missing, MONTH, run_key("r"), shard_size=3)
