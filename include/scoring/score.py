@@ -84,12 +84,15 @@ import warnings  # noqa: E402
 from collections import Counter, deque  # noqa: E402
 from collections.abc import Iterable, Iterator, Sequence  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
+from dataclasses import dataclass, field, replace  # noqa: E402
 from pathlib import Path, PurePosixPath  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas
 
 COLUMNS: tuple[str, ...] = (
     "image", "status", "class_id", "class_name", "confidence",
@@ -246,8 +249,16 @@ def pick_device(device: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(weights: str | os.PathLike[str], device: str = "auto") -> Any:
-    """Load a YOLO model once and place it on the device (fp16 is applied per call on CUDA)."""
+@dataclass(frozen=True)
+class Detector:
+    """A loaded YOLO model and the device it runs on (fp16 on CUDA)."""
+
+    model: Any
+    device: str
+
+
+def load_model(weights: str | os.PathLike[str], device: str = "auto") -> Detector:
+    """Load a YOLO model once; on CPU let torch use every core unless OMP_NUM_THREADS was set."""
     resolved = resolve_weights(weights)
     try:
         from ultralytics import YOLO
@@ -260,8 +271,7 @@ def load_model(weights: str | os.PathLike[str], device: str = "auto") -> Any:
         import torch
 
         torch.set_num_threads(_cpu_count())
-    model.scoring_device = device  # remembered for predict()
-    return model
+    return Detector(model=model, device=device)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -521,14 +531,15 @@ def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
             raise ImageError(f"invalid image size {raw_w}x{raw_h}")
         if raw_w * raw_h > max_pixels:
             raise ImageError(f"image too large ({raw_w}x{raw_h} pixels, limit {max_pixels})")
-        orientation = image.getexif().get(0x0112, 1)
-        width, height = (raw_h, raw_w) if orientation in (5, 6, 7, 8) else (raw_w, raw_h)
         scale = min(1.0, imgsz / max(raw_w, raw_h))
         target = (max(1, round(raw_w * scale)), max(1, round(raw_h * scale)))
         if scale < 1.0 and image.format in ("JPEG", "MPO"):
             image.draft(None, target)  # decode at 1/2, 1/4 or 1/8 scale, never below target
         image.load()
+        loaded_size = image.size
         image = ImageOps.exif_transpose(image)
+        turned = image.size != loaded_size  # a 90/270-degree orientation swaps the axes
+        width, height = (raw_h, raw_w) if turned else (raw_w, raw_h)
         image = _to_rgb(image)
         if max(image.size) > imgsz:
             ratio = imgsz / max(image.size)
@@ -543,11 +554,13 @@ def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
         raise ImageError(f"image too large (over {max_pixels} pixels)") from None
     except MemoryError:
         raise ImageError("image too large to decode in memory") from None
-    except Exception as exc:  # noqa: BLE001 - truncated/corrupt data raises OSError, ValueError, ...
+    except OSError as exc:  # Pillow's way of saying the data is bad
         message = _one_line(exc)
         if "truncated" in message:
             raise ImageError(f"truncated image: {message}") from None
         raise ImageError(f"corrupt image: {message}") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. an unsupported colour mode
+        raise ImageError(f"cannot decode image: {_one_line(exc)}") from None
     return Decoded(pixels=pixels, width=width, height=height)
 
 
@@ -586,46 +599,49 @@ def _detection_rows(item: Item, decoded: Decoded, result: Any) -> list[Row]:
     return rows
 
 
-def _predict(model: Any, arrays: list[np.ndarray], settings: Settings) -> list[Any]:
-    device = getattr(model, "scoring_device", None) or pick_device(settings.device)
-    fp16 = {"quantize": 16} if device.startswith("cuda") else {}  # Ultralytics' name for half precision
-    return model.predict(
-        arrays, imgsz=settings.imgsz, conf=settings.conf, device=device, batch=len(arrays),
+def _predict(detector: Detector, arrays: list[np.ndarray], settings: Settings) -> list[Any]:
+    """One forward pass; rect=False letterboxes every image to the same square, whatever the batch."""
+    fp16 = {"quantize": 16} if detector.device.startswith("cuda") else {}  # Ultralytics' name for half
+    return detector.model.predict(
+        arrays, imgsz=settings.imgsz, conf=settings.conf, device=detector.device, batch=len(arrays),
         rect=False, verbose=False, save=False, stream=False, **fp16,
     )
 
 
-def _infer(model: Any, batch: list[tuple[Item, Decoded]], settings: Settings) -> list[list[Row]]:
+def _infer(detector: Detector, batch: list[tuple[Item, Decoded]], settings: Settings) -> list[list[Row]]:
     """Rows per image of the batch; if a whole batch fails, retry its images one by one."""
     try:
-        results = _predict(model, [decoded.pixels for _, decoded in batch], settings)
+        results = _predict(detector, [decoded.pixels for _, decoded in batch], settings)
         return [_detection_rows(item, decoded, result) for (item, decoded), result in zip(batch, results)]
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         if len(batch) == 1:
             return [[error_row(batch[0][0].name, f"inference failed: {_one_line(exc)}")]]
-    return [_infer(model, [pair], settings)[0] for pair in batch]
+    return [_infer(detector, [pair], settings)[0] for pair in batch]
 
 
-def score_items(model: Any, items: Iterable[Item], settings: Settings) -> Iterator[list[Row]]:
+def _score_pending(
+    detector: Detector, pending: list[tuple[Item, Decoded | str]], settings: Settings
+) -> Iterator[list[Row]]:
+    """Run the decoded images of pending through the model; yield every item's rows in order."""
+    batch = [(item, got) for item, got in pending if isinstance(got, Decoded)]
+    scored = iter(_infer(detector, batch, settings) if batch else [])
+    for item, got in pending:
+        yield next(scored) if isinstance(got, Decoded) else [error_row(item.name, got)]
+
+
+def score_items(detector: Detector, items: Iterable[Item], settings: Settings) -> Iterator[list[Row]]:
     """Yield the rows of each input, in input order.
 
-    Decoding and downloads run ahead in a thread pool (bounded queue, so memory
-    stays bounded however many items there are) while the model runs batches.
+    Decoding and downloads run ahead in a thread pool (a bounded queue, so
+    memory stays bounded however many items there are) while the model runs
+    batches of ``settings.batch_size`` images.
     """
+    _configure_pillow(settings.max_pixels)
     prefetch = settings.batch_size * 2 + settings.workers
+    max_pending = settings.batch_size * 64  # also flush long runs of error rows
     source = iter(items)
     queue: deque[tuple[Item, Future[Decoded]]] = deque()
-    pending: list[tuple[Item, Decoded | str]] = []  # in input order, until its batch is scored
-    pending_images = 0
-
-    def flush() -> Iterator[list[Row]]:
-        nonlocal pending, pending_images
-        batch = [(item, got) for item, got in pending if isinstance(got, Decoded)]
-        scored = iter(_infer(model, batch, settings) if batch else [])
-        for item, got in pending:
-            yield next(scored) if isinstance(got, Decoded) else [error_row(item.name, got)]
-        pending, pending_images = [], 0
-
+    pending: list[tuple[Item, Decoded | str]] = []  # decoded image, or the reason it is an error row
     with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="decode") as pool:
         try:
             exhausted = False
@@ -641,27 +657,27 @@ def score_items(model: Any, items: Iterable[Item], settings: Settings) -> Iterat
                 item, future = queue.popleft()
                 try:
                     pending.append((item, future.result()))
-                    pending_images += 1
                 except ImageError as exc:
                     pending.append((item, str(exc)))
-                if pending_images >= settings.batch_size:
-                    yield from flush()
-            if pending:
-                yield from flush()
+                images = sum(isinstance(got, Decoded) for _, got in pending)
+                if images >= settings.batch_size or len(pending) >= max_pending:
+                    yield from _score_pending(detector, pending, settings)
+                    pending = []
+            yield from _score_pending(detector, pending, settings)
         finally:
             for _, future in queue:
                 future.cancel()
 
 
 def score_paths(
-    model: Any, paths: Iterable[str | os.PathLike[str]], settings: Settings | None = None,
+    detector: Detector, paths: Iterable[str | os.PathLike[str]], settings: Settings | None = None,
     root: str | os.PathLike[str] | None = None,
 ) -> Iterator[Row]:
     """Rows for local image files (image = path relative to root, else the file name)."""
     settings = settings or Settings()
     root_text = str(root) if root is not None else settings.root
     items = (item_for_aml_file(path, root_text) for path in paths)
-    for rows in score_items(model, items, settings):
+    for rows in score_items(detector, items, settings):
         yield from rows
 
 
@@ -708,23 +724,21 @@ class CsvOutput:
 
 @dataclass
 class RunStats:
-    """Counts for the closing summary line."""
+    """Counts for the closing summary line and the per-class summary."""
 
     images: int = 0
-    ok: int = 0
-    empty: int = 0
-    error: int = 0
-    detections: int = 0
-    classes: Counter[str] | None = None
+    statuses: Counter[str] = field(default_factory=Counter)  # ok / empty / error images
+    classes: Counter[str] = field(default_factory=Counter)  # detections per class name
 
     def add(self, rows: Sequence[Row]) -> None:
         self.images += 1
-        status = rows[0][1]
-        setattr(self, status, getattr(self, status) + 1)
-        if status == "ok":
-            self.detections += len(rows)
-            self.classes = self.classes or Counter()
+        self.statuses[rows[0][1]] += 1
+        if rows[0][1] == "ok":
             self.classes.update(row[3] for row in rows)
+
+    def line(self) -> str:
+        ok, empty, error = (self.statuses[k] for k in ("ok", "empty", "error"))
+        return f"{self.images} images ({ok} ok, {empty} empty, {error} error), {self.classes.total()} detections"
 
 
 def _configure_pillow(max_pixels: int) -> None:
@@ -733,47 +747,56 @@ def _configure_pillow(max_pixels: int) -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def run_cli(args: argparse.Namespace, settings: Settings) -> RunStats:
-    """Score the inputs named by the command line into the output CSV."""
+PROGRESS_EVERY = 1000  # images between progress lines on stderr
+
+
+def _cli_items(args: argparse.Namespace, settings: Settings) -> tuple[Iterable[Item], io.TextIOWrapper | None]:
+    """The inputs named by --images/--root, and the open manifest (if any) to close afterwards."""
     images = Path(args.images)
     remote = bool(settings.root and _is_url(settings.root))
     if remote and not _sas_query() and not args.anonymous:
         # Azure answers anonymous reads of a private container with 404s: fail now, not with 10,000 error rows.
         raise ScoringError(f"{SAS_ENV} is not set; it is needed to read from a URL --root (or pass --anonymous)")
-    manifest = None
     if images.is_dir():
         if remote:
             raise ScoringError("--images must be a manifest file when --root is a URL")
-        root = Path(settings.root) if settings.root else images
-        if settings.root and not images.resolve().is_relative_to(root.resolve()):
-            raise ScoringError(f"--images {images} is not inside --root {root}")
-        items: Iterable[Item] = iter_directory(images, root)
-    else:
-        if images.suffix.lower() in IMAGE_SUFFIXES and images.is_file():
-            raise ScoringError(f"--images {images} is an image; pass a directory or a manifest (text file)")
-        manifest = open_manifest(images)
-        root_text = settings.root or str(images.parent)
-        items = iter_manifest(manifest, root_text, source=f"manifest {images}")
-    output = CsvOutput(Path(args.output))
+        if not settings.root:
+            return iter_directory(images), None
+        root = Path(settings.root).resolve()
+        if not images.resolve().is_relative_to(root):
+            raise ScoringError(f"--images {images} is not inside --root {settings.root}")
+        return iter_directory(images.resolve(), root), None
+    if images.suffix.lower() in IMAGE_SUFFIXES and images.is_file():
+        raise ScoringError(f"--images {images} is an image; pass a directory or a manifest (text file)")
+    manifest = open_manifest(images)
+    root_text = settings.root or str(images.parent)
+    return iter_manifest(manifest, root_text, source=f"manifest {images}"), manifest
+
+
+def run_cli(args: argparse.Namespace, settings: Settings) -> RunStats:
+    """Score the inputs named by the command line into the output CSV."""
+    items, manifest = _cli_items(args, settings)
     stats = RunStats()
     try:
-        _configure_pillow(settings.max_pixels)
-        model = load_model(settings.weights, settings.device)
-        started = time.monotonic()
-        for rows in score_items(model, items, settings):
-            output.write(rows)
-            stats.add(rows)
-        output.commit()
-    except BaseException:
-        output.abort()
-        raise
+        output = CsvOutput(Path(args.output))
+        try:
+            detector = load_model(settings.weights, settings.device)
+            started = time.monotonic()
+            for rows in score_items(detector, items, settings):
+                output.write(rows)
+                stats.add(rows)
+                if stats.images % PROGRESS_EVERY == 0:
+                    print(f"score.py: progress: {stats.line()}", file=sys.stderr, flush=True)
+            output.commit()
+        except BaseException:
+            output.abort()
+            raise
     finally:
         if manifest is not None:
             manifest.close()
     elapsed = max(time.monotonic() - started, 1e-9)
     print(
-        f"score.py: {stats.images} images ({stats.ok} ok, {stats.empty} empty, {stats.error} error), "
-        f"{stats.detections} detections in {elapsed:.1f} s ({stats.images / elapsed:.2f} images/s) -> {args.output}",
+        f"score.py: {stats.line()} in {elapsed:.1f} s ({stats.images / elapsed:.2f} images/s) -> {args.output}",
         file=sys.stderr,
     )
     return stats
@@ -781,8 +804,8 @@ def run_cli(args: argparse.Namespace, settings: Settings) -> RunStats:
 
 def print_class_summary(stats: RunStats, output: str) -> None:
     """Detections per class, most frequent first, and where the CSV is."""
-    print(f"Detections per class ({stats.images} images, {stats.error} unreadable):")
-    for name, count in (stats.classes or Counter()).most_common():
+    print(f"Detections per class ({stats.images} images, {stats.statuses['error']} unreadable):")
+    for name, count in stats.classes.most_common():
         print(f"  {name:<20} {count:>6}")
     if not stats.classes:
         print("  (none)")
@@ -821,12 +844,11 @@ def init() -> None:
     settings = settings_from_args(args)
     model_dir = env.get("AZUREML_MODEL_DIR")
     weights = resolve_weights(model_dir, prefer=settings.weights) if model_dir else settings.weights
-    _configure_pillow(settings.max_pixels)
     _aml_settings = replace(settings, weights=weights)
     _aml_model = load_model(weights, settings.device)
 
 
-def run(mini_batch: list[str]) -> "pandas.DataFrame":  # noqa: F821 - pandas imported lazily
+def run(mini_batch: list[str]) -> pandas.DataFrame:
     """Azure ML entry: rows (``COLUMNS``) for every file of the mini batch."""
     import pandas as pd
 
@@ -835,7 +857,9 @@ def run(mini_batch: list[str]) -> "pandas.DataFrame":  # noqa: F821 - pandas imp
     if not isinstance(mini_batch, (list, tuple)):
         raise TypeError(f"run() expects a list of file paths, got {type(mini_batch).__name__}")
     rows = list(score_paths(_aml_model, mini_batch, _aml_settings))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    # Whole numbers stay whole next to the blanks of empty/error rows (not 0.0 / NaN floats).
+    return frame.astype({"class_id": "Int64", "image_width": "Int64", "image_height": "Int64"})
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ def score() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def model(score: ModuleType, weights_path: Path):
-    """One YOLO model for the whole session (loading is the slow part)."""
+def detector(score: ModuleType, weights_path: Path):
+    """One loaded YOLO model for the whole session (loading is the slow part)."""
     return score.load_model(weights_path, "cpu")
 
 

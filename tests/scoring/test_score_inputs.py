@@ -69,7 +69,7 @@ def test_manifest_root_defaults_to_the_manifest_folder(
     assert "tie" in [row["class_name"] for row in read_csv(out)[1]]
 
 
-def test_items_are_streamed_not_read_up_front(score: ModuleType, model, zoo: Path) -> None:
+def test_items_are_streamed_not_read_up_front(score: ModuleType, detector, zoo: Path) -> None:
     """A huge manifest is consumed only as far as the scored output demands."""
     consumed = 0
 
@@ -80,7 +80,7 @@ def test_items_are_streamed_not_read_up_front(score: ModuleType, model, zoo: Pat
             yield "photos/bus.jpg\n"
 
     settings = score.Settings(device="cpu", batch_size=2, workers=1)
-    scored = score.score_items(model, score.iter_manifest(endless_manifest(), str(zoo)), settings)
+    scored = score.score_items(detector, score.iter_manifest(endless_manifest(), str(zoo)), settings)
     first = next(scored)
     assert first[0][0] == "photos/bus.jpg"
     assert consumed <= settings.batch_size * 2 + settings.workers + 1
@@ -122,6 +122,7 @@ def test_init_and_run_with_a_model_folder_and_driver_arguments(
     assert bus["confidence"].min() >= 0.5  # --conf from the program arguments took effect
     assert frame[frame["image"] == "bad/corrupt.png"]["status"].tolist() == ["error"]
     assert frame[frame["image"] == "odd/deeper/blank.png"]["status"].tolist() == ["empty"]
+    assert str(frame["class_id"].dtype) == "Int64" and str(frame["image_width"].dtype) == "Int64"
 
 
 def test_init_with_a_weights_file_and_names_outside_the_root(
