@@ -134,7 +134,10 @@ def merge_shards(
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(PREDICTION_COLUMNS)
             for shard in stage.shards:
-                manifest = read_manifest(work_container, shard.manifest)
+                try:
+                    manifest = read_manifest(work_container, shard.manifest)
+                except ResourceNotFoundError:
+                    raise ShardResultError(shard.id, f"manifest {shard.manifest!r} is missing") from None
                 if len(manifest) != shard.image_count:
                     raise ShardResultError(
                         shard.id,

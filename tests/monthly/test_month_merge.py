@@ -203,3 +203,11 @@ def test_merge_streams_a_large_shard_chunk_by_chunk(azurite, containers, tmp_pat
     assert len(written_at_each_get) == -(-size // (1024 * 1024))  # one GET per 1 MiB chunk
     assert written_at_each_get == sorted(written_at_each_get)
     assert written_at_each_get[-1] > size // 2  # most rows were out before the last chunk came in
+
+
+def test_missing_manifest_is_an_error_naming_the_shard(containers, staged, tmp_path) -> None:
+    write_results(containers.work, staged)
+    containers.work.delete_blob(staged.shards[1].manifest)
+    with pytest.raises(ShardResultError, match="shard-00001.*manifest.*missing"):
+        merge_shards(containers.work, staged, tmp_path / "p.csv")
+    assert list(tmp_path.iterdir()) == []
