@@ -17,6 +17,7 @@ of the MLClient at another endpoint (a sovereign cloud, or our local endpoint); 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from functools import cached_property
 from typing import Any
@@ -222,6 +223,8 @@ class AzureMLHook(BaseHook):
         """A new `azure.ai.ml.MLClient` for the connection's workspace."""
         from azure.ai.ml import MLClient
 
+        # The SDK logs every HTTP request at INFO; task logs only need our own lines.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
         extras = self.extras
         credential = self.get_credential()
         return MLClient(
@@ -242,6 +245,10 @@ class AzureMLHook(BaseHook):
     def get_job(self, name: str):
         """The job called name (raises ResourceNotFoundError when there is none)."""
         return self.client.jobs.get(name)
+
+    def get_job_status(self, name: str) -> str:
+        """The job's status as the plain string the service uses (e.g. ``Running``)."""
+        return job_status(self.get_job(name))
 
     def find_job(self, name: str):
         """The job called name, or None when the workspace has no such job."""
@@ -273,6 +280,12 @@ class AzureMLHook(BaseHook):
         except Exception as err:  # report any failure to the UI, as provider hooks do
             return False, str(err)
         return True, f"workspace {workspace.name} reachable"
+
+
+def job_status(job: Any) -> str:
+    """A job's status as a plain string (the SDK hands out an enum such as JobStatus.RUNNING)."""
+    status = getattr(job, "status", None)
+    return str(getattr(status, "value", status))
 
 
 def studio_job_url(job_name: str, subscription_id: str, resource_group: str, workspace_name: str) -> str:

@@ -1,0 +1,184 @@
+"""The Azure ML building blocks in real Airflow runs against the local Azure ML endpoint and Azurite.
+
+Jobs really run: the endpoint downloads the code asset and the month folder from
+Azurite, calls init()/run() of the entry script in worker processes, and uploads
+the appended rows to the output location.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from azure_compute.hooks.aml import AzureMLHook
+from azure_compute.operators.aml import (
+    ParallelScoringSettings,
+    build_scoring_pipeline,
+    datastore_uri,
+    make_environment,
+)
+from azure_compute.triggers.aml import AzureMLJobTrigger
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCORING_COLUMNS = "image,status,class_id,class_name,confidence,x1,y1,x2,y2,image_width,image_height,error".split(",")
+
+#: A small entry script with the Azure ML contract whose behaviour depends on file names:
+#: bad* raise in run(), slow* sleep past any short timeout, everything else gives one row.
+TOY_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import pandas as pd
+
+    def init():
+        global TAG
+        TAG = sys.argv[sys.argv.index("--tag") + 1] if "--tag" in sys.argv else ""
+        if os.environ.get("FAIL_INIT"):
+            raise RuntimeError("model weights missing")
+
+    def run(mini_batch):
+        rows = []
+        for path in mini_batch:
+            name = os.path.basename(path)
+            if name.startswith("bad"):
+                raise ValueError(f"cannot score {name}")
+            if name.startswith("slow"):
+                time.sleep(60)
+            rows.append({"image": name, "bytes": os.path.getsize(path), "tag": TAG})
+        return pd.DataFrame(rows)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def toy_code(tmp_path_factory) -> Path:
+    code = tmp_path_factory.mktemp("toy-code")
+    (code / "toy_entry.py").write_text(TOY_SCRIPT)
+    return code
+
+
+@pytest.fixture(scope="module")
+def aml_dag(local_aml, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "plugin_dags"))
+    assert bag.import_errors == {}
+    return bag.dags["aml_scoring"]
+
+
+def upload_month(local_aml, prefix: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        local_aml.images.upload_blob(f"{prefix}/{name}", data, overwrite=True)
+
+
+def run_dag(dag, capfd, **conf):
+    run = dag.test(run_conf=conf)
+    out, err = capfd.readouterr()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return str(run.state), states, out + err, run
+
+
+def read_output(local_aml, job_name: str) -> list[dict[str, str]]:
+    blob = f"azureml/{job_name}/predictions/predictions.csv"
+    text = local_aml.workspace_store.download_blob(blob).readall().decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def submit_direct(hook: AzureMLHook, code: Path, prefix: str, **settings) -> str:
+    """Submit the scoring pipeline with the hook alone (no Airflow task), return the job name."""
+    name = f"direct-{uuid.uuid4().hex[:10]}"
+    job = build_scoring_pipeline(
+        settings=ParallelScoringSettings(
+            code_dir=str(code),
+            entry_script="toy_entry.py",
+            environment=make_environment("mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"),
+            **settings,
+        ),
+        input_path=datastore_uri("images", prefix),
+        output_path=datastore_uri("workspaceblobstore", f"azureml/{name}/predictions"),
+        compute="gpu-cluster",
+        job_name=name,
+        experiment_name="tests",
+    )
+    from azure.ai.ml.entities import AmlCompute
+
+    hook.client.compute.begin_create_or_update(
+        AmlCompute(name="gpu-cluster", size="Standard_NC4as_T4_v3", tier="low_priority", max_instances=2)
+    ).result()
+    hook.submit_job(job)
+    return name
+
+
+def wait_with_trigger(conn_id: str, job_name: str, timeout: float | None = 300) -> dict:
+    """Run the trigger on an event loop until its event, as the triggerer would."""
+    trigger = AzureMLJobTrigger(job_name=job_name, azure_ml_conn_id=conn_id, poll_interval=0.5, timeout=timeout)
+
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(first())
+
+
+def test_real_score_py_scores_every_image_of_the_month(aml_dag, aml_conn_id, local_aml, assets_dir, weights_path, capfd):
+    prefix = f"{uuid.uuid4().hex[:8]}/202401"
+    upload_month(local_aml, prefix, {
+        "bus.jpg": (assets_dir / "bus.jpg").read_bytes(),
+        "people/zidane.jpg": (assets_dir / "zidane.jpg").read_bytes(),
+        "broken.jpg": b"not an image at all",
+    })
+    code_dir = PROJECT_ROOT / "include" / "scoring"
+    state, states, log, run = run_dag(
+        aml_dag, capfd,
+        input_path=prefix, month="2024-01", code_dir=str(code_dir), entry_script="score.py",
+        program_arguments="--root ${{inputs.images}} --conf 0.25 --imgsz 640 --batch-size 2",
+        environment_variables={"YOLO_WEIGHTS": str(weights_path), "SCORING_DEVICE": "cpu"},
+        mini_batch_size=2,
+    )
+    assert state == "success", log[-4000:]
+    assert states == {"ensure_compute": "success", "submit": "success", "sensor": "success"}
+    job_name = run.get_task_instance("submit").xcom_pull(task_ids="submit")
+    job = AzureMLHook(aml_conn_id).get_job(job_name)
+    assert job.status == "Completed"
+    assert job.tags["month"] == "2024-01" and job.tags["dag_id"] == "aml_scoring"
+    assert job.tags["run_id"] == run.run_id
+    assert "deferring the wait" in log and "Completed" in log
+
+    rows = read_output(local_aml, job_name)
+    assert list(rows[0].keys()) == SCORING_COLUMNS
+    by_image = {}
+    for row in rows:
+        by_image.setdefault(row["image"], []).append(row)
+    assert set(by_image) == {"bus.jpg", "people/zidane.jpg", "broken.jpg"}
+    assert {r["class_name"] for r in by_image["bus.jpg"]} >= {"bus", "person"}
+    assert {r["class_name"] for r in by_image["people/zidane.jpg"]} >= {"person", "tie"}
+    assert [r["status"] for r in by_image["broken.jpg"]] == ["error"]
+
+
+def test_a_retried_submit_reattaches_to_its_job(aml_dag, aml_conn_id, local_aml, toy_code, capfd):
+    prefix = f"{uuid.uuid4().hex[:8]}/202402"
+    upload_month(local_aml, prefix, {f"img{i}.jpg": b"x" * (i + 1) for i in range(4)} | {"slow0.jpg": b"s"})
+    state, states, log, run = run_dag(
+        aml_dag, capfd,
+        input_path=prefix, month="2024-02", code_dir=str(toy_code), entry_script="toy_entry.py",
+        program_arguments="--tag retried", mini_batch_size=1, retry_timeout_seconds=3, max_retries=1,
+        mini_batch_error_threshold=1,
+        timeouts=[1, 300],  # the first try gives up while the job still runs; the retry waits it out
+    )
+    assert state == "success", log[-4000:]
+    assert "after 1s" in log  # try 1 timed out ...
+    assert "Re-attaching to Azure ML job" in log  # ... and try 2 found the job try 1 submitted
+    client = AzureMLHook(aml_conn_id).client
+    ours = [j for j in client.jobs.list() if (j.tags or {}).get("run_id") == run.run_id]
+    assert len(ours) == 1  # the retry submitted nothing new
+    assert ours[0].status == "Completed"
+    rows = read_output(local_aml, ours[0].name)
+    # slow0.jpg exceeded the 3 s run() timeout: one failed mini batch, within mini_batch_error_threshold=1.
+    assert sorted(r["image"] for r in rows) == ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg"]
+    assert {r["tag"] for r in rows} == {"retried"}  # program arguments reach the entry script
+    assert [int(r["bytes"]) for r in sorted(rows, key=lambda r: r["image"])] == [1, 2, 3, 4]
