@@ -40,3 +40,10 @@ DEMO_SCORING_OUT := demo-output/scoring/predictions.csv
 demo-scoring: venv
 	$(PY) include/scoring/score.py --images "$$($(PY) -c 'from ultralytics.utils import ASSETS; print(ASSETS)')" \
 		--output $(DEMO_SCORING_OUT) --weights "$(YOLO_WEIGHTS)" --summary
+
+# Local Azure stack (issue 3): Azurite + the local Batch service, state and services.env under .local/.
+local-up: venv node
+	$(PY) -m include.local_azure.stack up
+
+local-down:
+	$(PY) -m include.local_azure.stack down
