@@ -74,6 +74,7 @@ import http.client  # noqa: E402
 import io  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
+import stat  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -453,12 +454,15 @@ def read_bytes(item: Item) -> bytes:
     else:
         assert item.path is not None
         try:
+            mode = item.path.stat().st_mode
+            if stat.S_ISDIR(mode):
+                raise ImageError("is a directory, not an image file")
+            if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+                raise ImageError("not a regular file")
             with open(item.path, "rb") as handle:
                 data = _read_limited(handle)
         except FileNotFoundError:
             raise ImageError("file not found") from None
-        except IsADirectoryError:
-            raise ImageError("is a directory, not an image file") from None
         except PermissionError:
             raise ImageError("permission denied") from None
         except OSError as exc:

@@ -78,6 +78,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory, assets_dir: Path) -> Path:
     (root / "bad" / "empty.jpg").write_bytes(b"")
     (root / "bad" / "list-of-paths.png").write_text("../photos/bus.jpg\n/etc/passwd\nphotos/zidane.jpg\n")
     (root / "bad" / "bomb.png").write_bytes(png_header_only(30_000, 30_000))
+    os.mkfifo(root / "bad" / "pipe.jpg")  # reading it would block forever
     (root / "notes.txt").write_text("photos/bus.jpg\n")  # not an image suffix: never scanned
     return root
 

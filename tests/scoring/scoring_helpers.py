@@ -30,6 +30,7 @@ BAD_FILES = {
     "bad/empty.jpg": "empty file",
     "bad/list-of-paths.png": "not an image",
     "bad/bomb.png": "too large",
+    "bad/pipe.jpg": "not a regular file",
 }
 
 
