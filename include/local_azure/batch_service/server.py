@@ -161,20 +161,22 @@ class BatchApp:
         body = error_body(code, message, values, request_id)
         return web.Response(status=status, text=json.dumps(body), content_type="application/json", charset="utf-8", headers=headers)
 
-    @staticmethod
-    def _json(doc: dict, status: int = 200, resource: dict | None = None) -> web.Response:
-        response = web.Response(status=status, text=json.dumps(doc), content_type="application/json", charset="utf-8")
-        response.headers["Content-Type"] = JSON_TYPE
-        if resource is not None:
-            _resource_headers(response, resource)
+    def _json(self, doc: dict, status: int = 200, resource: dict | None = None) -> web.Response:
+        """Serialize under the engine lock: task workers update documents in place."""
+        with self.engine.lock:
+            text = json.dumps(doc)
+            response = web.Response(status=status, text=text, content_type="application/json", charset="utf-8")
+            response.headers["Content-Type"] = JSON_TYPE
+            if resource is not None:
+                _resource_headers(response, resource)
         return response
 
-    @staticmethod
-    def _empty(status: int, resource: dict | None = None) -> web.Response:
+    def _empty(self, status: int, resource: dict | None = None) -> web.Response:
         response = web.Response(status=status)
         if resource is not None:
-            _resource_headers(response, resource)
-            response.headers["Location"] = resource["url"]
+            with self.engine.lock:
+                _resource_headers(response, resource)
+                response.headers["Location"] = resource["url"]
         return response
 
     def _page(self, call: Call, docs: list[dict]) -> web.Response:
@@ -187,12 +189,13 @@ class BatchApp:
             raise invalid_query("maxresults", call.query.get("maxresults", ""), "The value must be an integer.") from None
         if not 1 <= limit <= MAX_RESULTS:
             raise invalid_query("maxresults", str(limit), f"The value must be between 1 and {MAX_RESULTS}.")
-        matching = [d for d in docs if predicate(d)]
-        page = matching[skip : skip + limit]
-        body: dict = {
-            "odata.metadata": f"{self.engine.config.base_url}/$metadata",
-            "value": [odata.select(public(d), call.query.get("$select")) for d in page],
-        }
+        with self.engine.lock:
+            matching = [d for d in docs if predicate(d)]
+            page = matching[skip : skip + limit]
+            body: dict = {
+                "odata.metadata": f"{self.engine.config.base_url}/$metadata",
+                "value": [odata.select(public(d), call.query.get("$select")) for d in page],
+            }
         if skip + limit < len(matching):
             query = {k: v for k, v in call.query.items() if k != "$skiptoken"}
             query["$skiptoken"] = str(skip + limit)
@@ -210,7 +213,8 @@ class BatchApp:
 
     async def pool_get(self, call: Call) -> web.Response:
         pool = self.engine.get_pool(call.params["pool"])
-        return self._json(odata.select(public(pool), call.query.get("$select")), resource=pool)
+        with self.engine.lock:
+            return self._json(odata.select(public(pool), call.query.get("$select")), resource=pool)
 
     async def pool_exists(self, call: Call) -> web.Response:
         pool = self.engine.get_pool(call.params["pool"])
@@ -252,7 +256,8 @@ class BatchApp:
 
     async def node_get(self, call: Call) -> web.Response:
         node = self.engine.get_node(call.params["pool"], call.params["node"])
-        return self._json(odata.select(public(node), call.query.get("$select")))
+        with self.engine.lock:
+            return self._json(odata.select(public(node), call.query.get("$select")))
 
     # ------------------------------------------------------------------ jobs
     async def job_add(self, call: Call) -> web.Response:
@@ -263,7 +268,8 @@ class BatchApp:
 
     async def job_get(self, call: Call) -> web.Response:
         job = self.engine.get_job(call.params["job"])
-        return self._json(odata.select(public(job), call.query.get("$select")), resource=job)
+        with self.engine.lock:
+            return self._json(odata.select(public(job), call.query.get("$select")), resource=job)
 
     async def job_patch(self, call: Call) -> web.Response:
         return self._empty(200, self.engine.update_job(call.params["job"], await call.body()))
@@ -302,7 +308,8 @@ class BatchApp:
 
     async def task_get(self, call: Call) -> web.Response:
         task = self.engine.get_task(call.params["job"], call.params["task"])
-        return self._json(odata.select(public(task), call.query.get("$select")), resource=task)
+        with self.engine.lock:
+            return self._json(odata.select(public(task), call.query.get("$select")), resource=task)
 
     async def task_update(self, call: Call) -> web.Response:
         return self._empty(200, self.engine.update_task(call.params["job"], call.params["task"], await call.body()))
