@@ -380,7 +380,8 @@ def redact(text: str) -> str:
     return text
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: object) -> str:
+    """An exception (or reason) as one redacted line."""
     text = str(exc) or type(exc).__name__
     return redact(" ".join(text.split()))
 
@@ -772,6 +773,8 @@ def _cli_items(args: argparse.Namespace, settings: Settings) -> tuple[Iterable[I
         return iter_directory(images.resolve(), root), None
     if images.suffix.lower() in IMAGE_SUFFIXES and images.is_file():
         raise ScoringError(f"--images {images} is an image; pass a directory or a manifest (text file)")
+    if settings.root and not remote and not Path(settings.root).is_dir():
+        raise ScoringError(f"--root {settings.root} is not a directory")
     manifest = open_manifest(images)
     root_text = settings.root or str(images.parent)
     return iter_manifest(manifest, root_text, source=f"manifest {images}"), manifest

@@ -200,6 +200,10 @@ def test_bad_settings_are_named(
     assert "--conf" in capsys.readouterr().err
     assert run_main(score, weights_path, "--images", str(zoo / "photos" / "bus.jpg"), "--output", out) == 1
     assert "is an image" in capsys.readouterr().err
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("photos/bus.jpg\n")
+    assert run_main(score, weights_path, "--images", str(manifest), "--root", str(tmp_path / "nope"), "--output", out) == 1
+    assert f"--root {tmp_path / 'nope'} is not a directory" in capsys.readouterr().err
     secret = "sv=2024&sig=TOPSECRET"
     assert run_main(score, weights_path, "--images", str(zoo), "--output", out,
                     "--root", f"http://127.0.0.1:1/c?{secret}") == 1
