@@ -30,6 +30,7 @@ class LocalAml:
     token: str
     state_dir: Path
     storage: BlobServiceClient
+    azurite: AzuriteEndpoint
     subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "local-rg"
     workspace: str = "local-ws"
@@ -50,6 +51,12 @@ class LocalAml:
             }
         )
 
+    def restart(self) -> None:
+        """Stop the endpoint and start it again on the same port and state (a crash and restart)."""
+        port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        ServiceProcess("aml", self.state_dir).stop()
+        start_local_aml(self.state_dir, self.azurite, port)
+
     @property
     def images(self) -> ContainerClient:
         return self.storage.get_container_client(IMAGES_CONTAINER)
@@ -59,8 +66,8 @@ class LocalAml:
         return self.storage.get_container_client("azureml-blobstore")
 
 
-def start_local_aml(state_dir: Path, azurite: AzuriteEndpoint) -> int:
-    port = free_port()
+def start_local_aml(state_dir: Path, azurite: AzuriteEndpoint, port: int | None = None) -> int:
+    port = port or free_port()
     ServiceProcess("aml", state_dir).start(
         [
             sys.executable, "-m", "include.local_azure.aml_service",
@@ -86,6 +93,7 @@ def local_aml(tmp_path_factory: pytest.TempPathFactory, azurite: AzuriteEndpoint
         token=TOKEN,
         state_dir=state_dir,
         storage=BlobServiceClient.from_connection_string(azurite.connection_string),
+        azurite=azurite,
     )
     ServiceProcess("aml", state_dir).stop()
 
@@ -96,6 +104,16 @@ def aml_conn_id(local_aml: LocalAml, monkeypatch: pytest.MonkeyPatch) -> str:
     conn_id = "azure_ml_test"
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", local_aml.connection_json())
     return conn_id
+
+
+@pytest.fixture(scope="session")
+def toy_code(tmp_path_factory) -> Path:
+    """A code folder holding the toy entry script (see aml_helpers.TOY_SCRIPT)."""
+    from aml_helpers import TOY_SCRIPT
+
+    code = tmp_path_factory.mktemp("toy-code")
+    (code / "toy_entry.py").write_text(TOY_SCRIPT)
+    return code
 
 
 @pytest.fixture

@@ -1,0 +1,93 @@
+"""Helpers for the Azure ML tests: a toy entry script, month uploads, direct submission, trigger waits."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import textwrap
+import uuid
+from pathlib import Path
+
+from azure_compute.hooks.aml import AzureMLHook
+from azure_compute.operators.aml import (
+    ParallelScoringSettings,
+    build_scoring_pipeline,
+    datastore_uri,
+    make_environment,
+)
+from azure_compute.triggers.aml import AzureMLJobTrigger
+
+#: A small entry script with the Azure ML contract whose behaviour depends on file names:
+#: bad* raise in run(), slow* sleep past any short timeout, everything else gives one row.
+TOY_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import pandas as pd
+
+    def init():
+        global TAG
+        TAG = sys.argv[sys.argv.index("--tag") + 1] if "--tag" in sys.argv else ""
+        if os.environ.get("FAIL_INIT"):
+            raise RuntimeError("model weights missing")
+
+    def run(mini_batch):
+        rows = []
+        for path in mini_batch:
+            name = os.path.basename(path)
+            if name.startswith("bad"):
+                raise ValueError(f"cannot score {name}")
+            if name.startswith("slow"):
+                time.sleep(60)
+            rows.append({"image": name, "bytes": os.path.getsize(path), "tag": TAG})
+        return pd.DataFrame(rows)
+    """
+)
+
+
+def upload_month(local_aml, prefix: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        local_aml.images.upload_blob(f"{prefix}/{name}", data, overwrite=True)
+
+
+def read_output(local_aml, job_name: str) -> list[dict[str, str]]:
+    blob = f"azureml/{job_name}/predictions/predictions.csv"
+    text = local_aml.workspace_store.download_blob(blob).readall().decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def submit_direct(hook: AzureMLHook, code: Path, prefix: str, **settings) -> str:
+    """Submit the scoring pipeline with the hook alone (no Airflow task), return the job name."""
+    name = f"direct-{uuid.uuid4().hex[:10]}"
+    job = build_scoring_pipeline(
+        settings=ParallelScoringSettings(
+            code_dir=str(code),
+            entry_script="toy_entry.py",
+            environment=make_environment("mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"),
+            **settings,
+        ),
+        input_path=datastore_uri("images", prefix),
+        output_path=datastore_uri("workspaceblobstore", f"azureml/{name}/predictions"),
+        compute="gpu-cluster",
+        job_name=name,
+        experiment_name="tests",
+    )
+    from azure.ai.ml.entities import AmlCompute
+
+    hook.client.compute.begin_create_or_update(
+        AmlCompute(name="gpu-cluster", size="Standard_NC4as_T4_v3", tier="low_priority", max_instances=2)
+    ).result()
+    hook.submit_job(job)
+    return name
+
+
+def wait_with_trigger(conn_id: str, job_name: str, timeout: float | None = 300) -> dict:
+    """Run the trigger on an event loop until its event, as the triggerer would."""
+    trigger = AzureMLJobTrigger(job_name=job_name, azure_ml_conn_id=conn_id, poll_interval=0.5, timeout=timeout)
+
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(first())
+
+

@@ -1,0 +1,146 @@
+"""How a job ends on the local Azure ML endpoint, seen through the hook and the trigger.
+
+Failing mini batches within and beyond the thresholds, retries and run() timeouts,
+a failing init(), cancel (also from on_kill), a wrong credential, and a restart of
+the endpoint that keeps every job.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from aml_helpers import read_output, submit_direct, upload_month, wait_with_trigger
+
+from azure_compute.hooks.aml import AzureMLHook, job_status
+from azure_compute.operators.aml import AzureMLSubmitPipelineJobOperator
+
+
+def month(local_aml, files: dict[str, bytes]) -> str:
+    prefix = f"{uuid.uuid4().hex[:8]}/202403"
+    upload_month(local_aml, prefix, files)
+    return prefix
+
+
+def runner_log(local_aml, job_name: str) -> str:
+    return (local_aml.state_dir / "runs" / job_name / "runner.log").read_text()
+
+
+def test_failed_mini_batch_within_the_threshold_completes_with_the_other_rows(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"img0.jpg": b"a", "img1.jpg": b"bb", "bad0.jpg": b"c"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1, mini_batch_error_threshold=1, max_retries=2)
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["status"] == "success", event
+    assert event["job_status"] == "Completed"
+    assert sorted(r["image"] for r in read_output(local_aml, name)) == ["img0.jpg", "img1.jpg"]
+    log = runner_log(local_aml, name)
+    assert "try 1 failed" in log and "try 2 failed" in log and "try 3 failed" not in log  # max_retries=2 tries
+
+
+def test_failed_mini_batch_beyond_the_threshold_fails_the_job_naming_it(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"img0.jpg": b"a", "bad0.jpg": b"c"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1, mini_batch_error_threshold=0, max_retries=1)
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["status"] == "failure"
+    assert event["job_status"] == "Failed"
+    assert "bad0.jpg" in event["message"] and "ValueError: cannot score bad0.jpg" in event["message"]
+    assert "mini_batch_error_threshold=0" in event["message"]
+    assert event["studio_url"].startswith("https://ml.azure.com/runs/" + name)
+    assert hook.get_job(name).properties["azureml.error"] in event["message"]
+
+
+def test_failed_files_beyond_error_threshold_fail_the_job(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"bad0.jpg": b"a", "bad1.jpg": b"b", "img0.jpg": b"c"})
+    # Mini batches of 2: [bad0, bad1] fails as a whole -> 2 failed files > error_threshold=1.
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=2, error_threshold=1, max_retries=1)
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["job_status"] == "Failed"
+    assert "2 file(s) failed" in event["message"] and "error_threshold=1" in event["message"]
+
+
+def test_run_timeout_counts_as_a_failed_try(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"slow0.jpg": b"a", "img0.jpg": b"b"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1, retry_timeout_seconds=2, max_retries=1,
+                         mini_batch_error_threshold=0)
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["job_status"] == "Failed"
+    assert "slow0.jpg" in event["message"] and "exceeded the timeout of 2s" in event["message"]
+
+
+def test_failing_init_fails_the_job_with_its_error(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"img0.jpg": b"a"})
+    name = submit_direct(hook, toy_code, prefix, environment_variables={"FAIL_INIT": "1"})
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["job_status"] == "Failed"
+    assert "init() of entry script toy_entry.py failed: RuntimeError: model weights missing" in event["message"]
+
+
+def test_missing_input_datastore_is_refused_at_submit(aml_conn_id, local_aml, toy_code):
+    from azure.core.exceptions import HttpResponseError
+
+    hook = AzureMLHook(aml_conn_id)
+    job_name = None
+    try:
+        import azure_compute.operators.aml as ops
+
+        job = ops.build_scoring_pipeline(
+            settings=ops.ParallelScoringSettings(code_dir=str(toy_code), entry_script="toy_entry.py",
+                                                 environment="azureml:any:1"),
+            input_path=ops.datastore_uri("nosuchstore", "202401"), output_path=None, compute="gpu-cluster",
+            job_name=f"bad-{uuid.uuid4().hex[:8]}", experiment_name="tests",
+        )
+        job_name = job.name
+        hook.submit_job(job)
+    except HttpResponseError as err:
+        assert "nosuchstore" in str(err)
+    else:
+        raise AssertionError("a job on a missing datastore was accepted")
+    assert hook.find_job(job_name) is None
+
+
+def test_cancel_ends_the_job_canceled(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"slow0.jpg": b"a"})
+    name = submit_direct(hook, toy_code, prefix, retry_timeout_seconds=120)
+    deadline = time.monotonic() + 60
+    while hook.get_job_status(name) != "Running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    hook.cancel_job(name)
+    event = wait_with_trigger(aml_conn_id, name)
+    assert event["status"] == "failure" and event["job_status"] == "Canceled"
+
+
+def test_on_kill_cancels_the_submitted_job(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"slow0.jpg": b"a"})
+    name = submit_direct(hook, toy_code, prefix, retry_timeout_seconds=120)
+    operator = AzureMLSubmitPipelineJobOperator(
+        task_id="submit", input_datastore="images", input_path=prefix, compute="gpu-cluster",
+        code_dir=str(toy_code), entry_script="toy_entry.py", environment="azureml:any:1",
+        azure_ml_conn_id=aml_conn_id,
+    )
+    operator._submitted_job = name  # what execute() records once the job exists
+    operator.on_kill()
+    assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Canceled"
+
+
+def test_trigger_reports_a_wrong_credential(local_aml, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AZURE_ML_WRONG", local_aml.connection_json(token="wrong"))
+    event = wait_with_trigger("azure_ml_wrong", "any-job")
+    assert event["status"] == "error"
+    assert "ClientAuthenticationError" in event["message"] and "InvalidAuthenticationToken" in event["message"]
+
+
+def test_restart_of_the_endpoint_keeps_jobs(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"img0.jpg": b"a"})
+    name = submit_direct(hook, toy_code, prefix)
+    assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed"
+    local_aml.restart()
+    job = AzureMLHook(aml_conn_id).get_job(name)
+    assert job_status(job) == "Completed"
+    assert [r["image"] for r in read_output(local_aml, name)] == ["img0.jpg"]
