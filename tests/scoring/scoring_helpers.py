@@ -1,13 +1,13 @@
-"""Helpers shared by the scoring tests: expected zoo contents and CSV readers."""
+"""Helpers shared by the scoring tests: expected zoo contents, CSV readers, the CLI runner."""
 from __future__ import annotations
 
 import csv
-import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
-
-from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = PROJECT_ROOT / "include" / "scoring" / "score.py"
@@ -69,7 +69,9 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union else 0.0
 
 
-def image_bytes(image: Image.Image, fmt: str = "JPEG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run score.py as its own process, frugally (one torch thread)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300,
+    )

@@ -16,8 +16,7 @@ from urllib.parse import parse_qs
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
-from scoring_helpers import read_csv, rows_by_image
-from test_score_cli import run_cli
+from scoring_helpers import read_csv, rows_by_image, run_cli
 
 BLOBS = {
     "cam 1/bus #1.jpg": "bus.jpg",

@@ -1,14 +1,11 @@
 """The command line as Azure Batch tasks and users run it: a real subprocess."""
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from scoring_helpers import SCRIPT, read_csv, rows_by_image
+from scoring_helpers import read_csv, rows_by_image, run_cli
 
 HOSTILE_NAMES = [
     "with space.jpg",
@@ -20,14 +17,6 @@ HOSTILE_NAMES = [
     "-leading-dash.jpg",
     "new\nline.jpg",
 ]
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run score.py as its own process, frugally (one torch thread)."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300,
-    )
 
 
 def test_cli_scores_a_folder_of_hostile_file_names(
