@@ -165,3 +165,28 @@ def test_provider_hook_works_with_an_airflow_connection_from_env(local_batch, mo
     wait_for_tasks(client, job_id, 1)
     assert read_file(client, job_id, "hello", "stdout.txt") == "from-hook\n"
     client.begin_delete_pool(pool_id, polling_interval=0).result()
+
+
+def test_task_files_list_properties_and_ranges(batch, pool):
+    job_id = make_job(batch, pool)
+    batch.create_task(job_id, models.BatchTaskCreateOptions(
+        id="files", command_line="/bin/bash -c 'mkdir -p out; printf 0123456789 > out/digits.txt; echo hi'"))
+    wait_for_tasks(batch, job_id, 1)
+    names = {f.name: f for f in batch.list_task_files(job_id, "files", recursive=True)}
+    assert {"stdout.txt", "stderr.txt", "wd", "wd/out", "wd/out/digits.txt"} <= set(names)
+    assert names["wd"].is_directory and not names["stdout.txt"].is_directory
+    assert names["wd/out/digits.txt"].properties.content_length == 10
+    top = {f.name for f in batch.list_task_files(job_id, "files")}
+    assert top == {"stdout.txt", "stderr.txt", "wd"}
+    props = batch.get_task_file_properties(job_id, "files", "wd/out/digits.txt")
+    assert (props.content_length, props.is_directory) == (10, False)
+    assert b"".join(batch.download_task_file(job_id, "files", "wd/out/digits.txt", ocp_range="bytes=2-4")) == b"234"
+    with pytest.raises(ResourceNotFoundError) as err:
+        batch.get_task_file_properties(job_id, "files", "../../../batch.sqlite")
+    assert err.value.status_code == 404
+
+
+def test_the_account_key_is_not_on_the_service_command_line(local_batch):
+    pid = (local_batch.state_dir / "batch.pid").read_text().strip()
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        assert local_batch.key.encode() not in cmdline.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import os
 import sys
 from pathlib import Path
 
@@ -14,17 +15,22 @@ from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.server import BatchApp
 from include.local_azure.batch_service.store import Store
 
+KEY_VARIABLE = "LOCAL_BATCH_KEY"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m include.local_azure.batch_service", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument("--state-dir", type=Path, required=True, help="SQLite state and node folders live here")
     parser.add_argument("--account", required=True, help="Batch account name")
-    parser.add_argument("--key", required=True, help="base64 Shared Key for the account")
+    parser.add_argument("--key", default=os.environ.get(KEY_VARIABLE),
+                        help=f"base64 Shared Key for the account (or env {KEY_VARIABLE}, which keeps it out of `ps`)")
     parser.add_argument("--storage-connection-string", default=None, help="for autoStorageContainerName resource files")
     parser.add_argument("--node-allocation-delay", type=float, default=0.0, help="seconds before a resize adds nodes")
     parser.add_argument("--preempted-node-recovery", type=float, default=1.0, help="seconds a preempted node stays away")
     args = parser.parse_args(argv)
+    if not args.key:
+        parser.error(f"--key or {KEY_VARIABLE} is required")
     try:
         base64.b64decode(args.key, validate=True)
     except (binascii.Error, ValueError):

@@ -46,12 +46,13 @@ def start_batch_service(state_dir: Path, port: int, account: str, key: str,
                         storage_connection_string: str | None = None, extra_args: list[str] | None = None) -> BatchEndpoint:
     """Run `python -m include.local_azure.batch_service` in the background; state under state_dir/batch."""
     argv = [sys.executable, "-m", "include.local_azure.batch_service", "--port", str(port),
-            "--state-dir", str(state_dir / "batch"), "--account", account, "--key", key]
+            "--state-dir", str(state_dir / "batch"), "--account", account]
     if storage_connection_string:
         argv += ["--storage-connection-string", storage_connection_string]
     argv += extra_args or []
     pythonpath = str(PROJECT_ROOT)
-    ServiceProcess(SERVICE_NAME, state_dir).start(argv, port=port, env={"PYTHONPATH": pythonpath})
+    # the key goes through the environment, not argv, so `ps` does not show it
+    ServiceProcess(SERVICE_NAME, state_dir).start(argv, port=port, env={"PYTHONPATH": pythonpath, "LOCAL_BATCH_KEY": key})
     return BatchEndpoint(port, account, key, state_dir)
 
 
