@@ -115,3 +115,17 @@ def test_delete_job_removes_it(batch, pool):
     batch.begin_delete_job(job_id, polling_interval=0).result()
     assert job_id not in {j.id for j in batch.list_jobs()}
     assert unique("x")  # ids stay unique across tests
+
+
+def test_reactivating_a_failed_task_runs_it_again(batch, pool, tmp_path):
+    job_id = make_job(batch, pool)
+    marker = tmp_path / "fixed"
+    batch.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line=f"test -e {marker}"))
+    wait_for_tasks(batch, job_id, 1)
+    assert batch.get_task(job_id, "t").execution_info.result == "failure"
+    marker.touch()
+    batch.reactivate_task(job_id, "t")
+    wait_until(lambda: (t := batch.get_task(job_id, "t")).state == "completed" and t.execution_info.result, what="rerun")
+    assert batch.get_task(job_id, "t").execution_info.result == "success"
+    counts = batch.get_job_task_counts(job_id).task_counts
+    assert (counts.succeeded, counts.failed, counts.completed) == (1, 0, 1)

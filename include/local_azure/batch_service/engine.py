@@ -865,9 +865,8 @@ class Engine:
             if task["state"] != "completed" or (task.get("executionInfo") or {}).get("result") != "failure":
                 raise BatchServiceError(409, "TaskNotFailed", "Only a completed task that failed can be reactivated.")
             self._check_job_open(self._job(job_id))
-            self._count(job_id, task, -1)
+            # still counted as failed until the state changes below (no result = not succeeded)
             task["executionInfo"] = {"retryCount": 0, "requeueCount": task["executionInfo"].get("requeueCount", 0)}
-            self._count(job_id, task, +1)
             self._set_task_state(job_id, task, "active")
             self.queue[job_id][task_id] = None
             self.store.save_tasks(job_id, [task])
