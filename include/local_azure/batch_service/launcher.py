@@ -34,7 +34,11 @@ class BatchEndpoint:
         return BatchClient(self.url, AzureNamedKeyCredential(self.account, self.key), **kwargs)
 
     def emulator(self, method: str, path: str, body: dict | None = None) -> object:
-        """Call an /_emulator/ endpoint (faults, request counts) and return its JSON."""
+        """Call an /_emulator/ endpoint (faults, request counts) and return its JSON.
+
+        `path` may be "requests" or the full "/_emulator/requests".
+        """
+        path = path.lstrip("/").removeprefix("_emulator/")
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
                                          headers={"Content-Type": "application/json"})
