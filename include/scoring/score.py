@@ -2,7 +2,7 @@
 
 This single file is what every backend runs: Azure Batch tasks call the command
 line, Azure ML calls ``init()`` / ``run(mini_batch)``, and other code imports
-``load_model`` / ``score_items``. It depends only on ultralytics, torch, numpy,
+the functions listed below. It depends only on ultralytics, torch, numpy,
 pandas, Pillow and the standard library, so it can be uploaded alone to a node.
 
 Command line::
@@ -53,6 +53,12 @@ driver's own arguments are ignored). ``run(mini_batch)`` returns a DataFrame
 with ``COLUMNS``; ``image`` is the file's path relative to ``--root`` /
 ``SCORING_ROOT`` (pass the input folder, e.g. ``--root ${{inputs.images}}``)
 when the file lies under it, else the file name alone.
+
+Importable API (for other code and benchmarks): ``COLUMNS``, ``Settings``,
+``load_model(weights, device) -> Detector``, ``score_items(detector, items,
+settings)`` (rows per input, in order), ``score_paths(detector, paths,
+settings, root)`` (flat rows for local files), ``iter_directory``,
+``iter_manifest``, ``main(argv) -> exit status``.
 
 Exit status: 0 when the run happened (bad images are rows, not failures);
 1 when it could not (weights missing, manifest unreadable, output not
@@ -175,16 +181,22 @@ def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.Argumen
         parser.add_argument("--anonymous", action="store_true",
                             help=f"read a public container from a URL --root without {SAS_ENV}")
     parser.add_argument("--root", default=env.get("SCORING_ROOT") or None,
-                        help="root the image names are relative to (a folder or a blob container URL)")
+                        help="root the image names are relative to: a folder or a blob container/folder URL "
+                             "(env SCORING_ROOT)")
     parser.add_argument("--weights", default=env.get("YOLO_WEIGHTS") or DEFAULT_WEIGHTS,
                         help="weights file or folder (env YOLO_WEIGHTS)")
-    parser.add_argument("--batch-size", type=int, default=_env_value(env, "SCORING_BATCH_SIZE", int, 8))
-    parser.add_argument("--device", default=env.get("SCORING_DEVICE") or "auto", help="auto, cpu, cuda:0, ...")
-    parser.add_argument("--imgsz", type=int, default=_env_value(env, "SCORING_IMGSZ", int, 640))
-    parser.add_argument("--conf", type=float, default=_env_value(env, "SCORING_CONF", float, 0.25))
-    parser.add_argument("--workers", type=int, default=_env_value(env, "SCORING_WORKERS", int, _default_workers()))
-    parser.add_argument("--max-pixels", type=int,
-                        default=_env_value(env, "SCORING_MAX_PIXELS", int, 100_000_000))
+    parser.add_argument("--batch-size", type=int, default=_env_value(env, "SCORING_BATCH_SIZE", int, 8),
+                        help="images per forward pass (env SCORING_BATCH_SIZE, default 8)")
+    parser.add_argument("--device", default=env.get("SCORING_DEVICE") or "auto",
+                        help="auto, cpu, cuda:0, ... (env SCORING_DEVICE, default auto)")
+    parser.add_argument("--imgsz", type=int, default=_env_value(env, "SCORING_IMGSZ", int, 640),
+                        help="inference size in pixels (env SCORING_IMGSZ, default 640)")
+    parser.add_argument("--conf", type=float, default=_env_value(env, "SCORING_CONF", float, 0.25),
+                        help="confidence threshold (env SCORING_CONF, default 0.25)")
+    parser.add_argument("--workers", type=int, default=_env_value(env, "SCORING_WORKERS", int, _default_workers()),
+                        help="decode/download threads (env SCORING_WORKERS)")
+    parser.add_argument("--max-pixels", type=int, default=_env_value(env, "SCORING_MAX_PIXELS", int, 100_000_000),
+                        help="larger images are error rows (env SCORING_MAX_PIXELS, default 100000000)")
     return parser
 
 
