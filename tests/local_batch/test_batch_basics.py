@@ -137,7 +137,7 @@ def test_pool_lifecycle_exists_resize_autoscale_delete(batch):
     with pytest.raises(HttpResponseError) as err:
         batch.enable_pool_auto_scale(pool_id, models.BatchPoolEnableAutoScaleOptions(
             auto_scale_formula="$TargetDedicatedNodes = $PendingTasks.GetSample(1);"))
-    assert (err.value.status_code, err.value.error.code) == (400, "InvalidAutoScalingFormula")
+    assert (err.value.status_code, err.value.error.code) == (400, "AutoScalingFormulaSyntaxError")
 
     batch.disable_pool_auto_scale(pool_id)
     batch.begin_resize_pool(pool_id, models.BatchPoolResizeOptions(target_dedicated_nodes=1, target_low_priority_nodes=0),

@@ -1,6 +1,7 @@
 """Task and job semantics: retries, wall clock, terminatejob, start tasks, slots, terminate."""
 from __future__ import annotations
 
+import pytest
 from azure.batch import models
 from azure.batch.models._models import BatchJobTerminateOptions  # not re-exported by azure-batch 15.1
 
@@ -129,3 +130,14 @@ def test_reactivating_a_failed_task_runs_it_again(batch, pool, tmp_path):
     assert batch.get_task(job_id, "t").execution_info.result == "success"
     counts = batch.get_job_task_counts(job_id).task_counts
     assert (counts.succeeded, counts.failed, counts.completed) == (1, 0, 1)
+
+
+def test_terminating_a_completed_task_is_task_completed(batch, pool):
+    from azure.core.exceptions import ResourceExistsError
+
+    job_id = make_job(batch, pool)
+    batch.create_task(job_id, models.BatchTaskCreateOptions(id="t", command_line="true"))
+    wait_for_tasks(batch, job_id, 1)
+    with pytest.raises(ResourceExistsError) as err:
+        batch.terminate_task(job_id, "t")
+    assert err.value.error.code == "TaskCompleted"

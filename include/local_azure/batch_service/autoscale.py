@@ -4,7 +4,7 @@
     $TargetLowPriorityNodes = max(0, min(4, 10));
     $NodeDeallocationOption = taskcompletion;
 
-Any other statement is rejected with Azure's InvalidAutoScalingFormula.
+Any other statement is rejected with Azure's AutoScalingFormulaSyntaxError (400).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ _DEALLOCATION = {"requeue", "terminate", "taskcompletion", "retaineddata"}
 def _invalid(formula: str, reason: str) -> BatchServiceError:
     return BatchServiceError(
         400,
-        "InvalidAutoScalingFormula",
-        "The specified autoscale formula is invalid.",
+        "AutoScalingFormulaSyntaxError",
+        "The specified autoscale formula is not valid (this local service supports fixed targets, max() and min()).",
         {"Formula": formula, "Reason": reason},
     )
 

@@ -337,9 +337,9 @@ class Engine:
         with self.lock:
             pool = self._pool(pool_id)
             if pool.get("enableAutoScale"):
-                raise BatchServiceError(409, "AutoScalingEnabled", "The specified pool has auto scaling enabled.")
+                raise BatchServiceError(409, "OperationInvalidForCurrentState", "The pool has auto scaling enabled; disable it before resizing.")
             if pool["allocationState"] != "steady":
-                raise BatchServiceError(409, "PoolNotSteady", "The specified pool is not in steady state.")
+                raise BatchServiceError(409, "PoolBeingResized", "The pool is being resized; wait until its allocation state is steady.")
             self._set_targets(pool, body.get("targetDedicatedNodes") or 0, body.get("targetLowPriorityNodes") or 0)
             self._touch(pool)
             self.store.save_pool(pool)
@@ -378,7 +378,7 @@ class Engine:
         with self.lock:
             pool = self._pool(pool_id)
             if not pool.get("enableAutoScale"):
-                raise BatchServiceError(409, "AutoScalingNotEnabledForPool", "The specified pool does not have auto scaling enabled.")
+                raise BatchServiceError(409, "OperationInvalidForCurrentState", "The pool does not have auto scaling enabled.")
             values = autoscale.evaluate(body.get("autoScaleFormula") or "")
             return {"timestamp": now_iso(), "results": autoscale.results_text(values)}
 
@@ -856,14 +856,15 @@ class Engine:
     def terminate_task(self, job_id: str, task_id: str) -> None:
         with self.lock:
             task = self._task(job_id, task_id)
-            if task["state"] != "completed":
-                self._end_task(job_id, task, "The task was terminated by a user request.")
+            if task["state"] == "completed":
+                raise BatchServiceError(409, "TaskCompleted", "The specified task is already completed.")
+            self._end_task(job_id, task, "The task was terminated by a user request.")
 
     def reactivate_task(self, job_id: str, task_id: str) -> None:
         with self.lock:
             task = self._task(job_id, task_id)
             if task["state"] != "completed" or (task.get("executionInfo") or {}).get("result") != "failure":
-                raise BatchServiceError(409, "TaskNotFailed", "Only a completed task that failed can be reactivated.")
+                raise BatchServiceError(409, "OperationInvalidForCurrentState", "Only a completed task that failed can be reactivated.")
             self._check_job_open(self._job(job_id))
             # still counted as failed until the state changes below (no result = not succeeded)
             task["executionInfo"] = {"retryCount": 0, "requeueCount": task["executionInfo"].get("requeueCount", 0)}
