@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,8 @@ Path(os.environ["YOLO_CONFIG_DIR"]).mkdir(parents=True, exist_ok=True)
 # A private Airflow home for the test session (set before Airflow is imported),
 # with a fresh metadata database, and two DAG bundles: the product's dags/ and
 # the small DAGs that exercise the plugin operators (tests/plugin_dags/).
-AIRFLOW_TEST_HOME = PROJECT_ROOT / ".local" / "airflow-test"
-os.environ.setdefault("AIRFLOW_HOME", str(AIRFLOW_TEST_HOME))
+# One home per test session, so parallel sessions never share a database.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-test-"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -103,9 +104,25 @@ class LocalBatch:
         stop_batch_service(self.state_dir)
 
     def restart(self) -> None:
-        """Stop and start the service on the same port and state (what a crash + restart looks like)."""
+        """Stop (SIGTERM) and start the service on the same port and state."""
         self.stop()
         self.start()
+
+    def crash(self) -> None:
+        """SIGKILL the service, as a crash would; its task processes keep running until the next start."""
+        import signal
+
+        from include.local_azure.processes import ServiceProcess
+
+        process = ServiceProcess("batch", self.state_dir)
+        pid = process.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)  # reap it: it is a child of this test process
+            except ChildProcessError:
+                pass
+        process.pid_file.unlink(missing_ok=True)
 
     def client(self, **kwargs):
         return self.endpoint.client(**kwargs)

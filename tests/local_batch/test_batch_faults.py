@@ -1,6 +1,8 @@
 """Injected faults behave as on Azure, and a restarted service loses nothing."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from azure.batch import models
 
@@ -112,5 +114,44 @@ def test_restart_mid_run_loses_nothing_and_requeues_the_running_task(local_batch
     assert {t.execution_info.result for t in tasks.values()} == {"success"}
     assert sorted(done_log.read_text().split()) == ["r0", "r1", "r2"], "the interrupted task ran to completion once"
     assert read_file(client, job_id, running.id, "stdout.txt") == "finished\n"
+    client.begin_delete_pool(pool_id, polling_interval=0).result()
+    client.close()
+
+
+def _task_pids(job_id: str) -> list[int]:
+    """Processes whose environment says they run a task of this job."""
+    marker = f"AZ_BATCH_JOB_ID={job_id}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker in open(f"/proc/{entry}/environ", "rb").read().split(b"\0"):
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def test_crash_mid_run_kills_the_orphaned_process_and_reruns_the_task_once(local_batch, batch, tmp_path):
+    pool_id = make_pool(batch, nodes=1, slots=1)
+    job_id = make_job(batch, pool_id)
+    log = tmp_path / "log"
+    # the first attempt would sleep 60 s; the rerun (log already exists) finishes at once
+    command = f"/bin/bash -c 'd=60; [ -e {log} ] && d=0; echo start >> {log}; sleep $d; echo end >> {log}'"
+    batch.create_task(job_id, models.BatchTaskCreateOptions(id="c", command_line=command))
+    wait_until(lambda: log.exists() and log.read_text() == "start\n", what="the task to start")
+    orphans = _task_pids(job_id)
+    assert orphans
+
+    local_batch.crash()
+    assert all(os.path.exists(f"/proc/{pid}") for pid in orphans), "a crash leaves the task process running"
+    local_batch.start()
+
+    client = local_batch.client()
+    wait_for_tasks(client, job_id, 1, timeout=60)
+    task = client.get_task(job_id, "c")
+    assert (task.execution_info.result, task.execution_info.requeue_count) == ("success", 1)
+    assert log.read_text() == "start\nstart\nend\n"
+    wait_until(lambda: not _task_pids(job_id), timeout=10, what="the orphaned task process to be gone")
     client.begin_delete_pool(pool_id, polling_interval=0).result()
     client.close()
