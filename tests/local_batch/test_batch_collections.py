@@ -82,3 +82,18 @@ def test_invalid_filter_is_a_400_naming_the_query_parameter(batch, pool):
         list(batch.list_tasks(job_id, filter="state equals 'x'"))
     assert err.value.status_code == 400
     assert err.value.error.code == "InvalidQueryParameterValue"
+
+
+def test_malformed_task_in_a_collection_is_a_client_error_not_a_crash(local_batch, batch, pool):
+    from azure.core.rest import HttpRequest
+
+    job_id = make_job(batch, pool)
+    request = HttpRequest("POST", f"{local_batch.url}/jobs/{job_id}/addtaskcollection",
+                          params={"api-version": "2025-06-01"},
+                          json={"value": [42, {"id": "ok", "commandLine": "true"}, {"id": "nocmd"}]})
+    response = batch.send_request(request)
+    assert response.status_code == 200
+    results = {r.get("taskId"): r for r in response.json()["value"]}
+    assert results[None]["error"]["code"] == "InvalidPropertyValue"
+    assert results["ok"]["status"] == "success"
+    assert results["nocmd"]["error"]["code"] == "MissingRequiredProperty"

@@ -812,6 +812,8 @@ class Engine:
             for body in bodies:
                 task_id = body.get("id") if isinstance(body, dict) else None
                 try:
+                    if not isinstance(body, dict):
+                        raise invalid_property("value", body, "Each task must be a JSON object.")
                     if task_id in self.tasks[job_id] or task_id in seen:
                         raise exists("Task")
                     task = self._validate_task(job, body)

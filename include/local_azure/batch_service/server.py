@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class Call:
 
     async def body(self) -> dict:
         raw = await self.request.read()
+        if len(raw) > MAX_BODY_BYTES:
+            raise BatchServiceError(413, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
+                                    {"MaxLimit": str(MAX_BODY_BYTES)})
         if not raw:
             return {}
         try:
@@ -139,6 +143,9 @@ class BatchApp:
             response = self._error(request, fault.status, fault.code, "Injected by /_emulator/faults.", None, request_id, fault.headers)
         except BatchServiceError as err:
             response = self._error(request, err.status, err.code, err.message, err.values, request_id)
+        except Exception:  # a bug here must still look like Azure to the client, and be visible in the log
+            traceback.print_exc()
+            response = self._error(request, 500, "InternalError", "The server encountered an internal error.", None, request_id)
         response.headers["request-id"] = request_id
         client_request_id = request.headers.get("client-request-id")
         if client_request_id:
