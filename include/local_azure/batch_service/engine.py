@@ -162,7 +162,7 @@ class Engine:
             self.tasks[job_id][task["id"]] = task
             if task["state"] in ("running", "preparing"):
                 if task.get("_pid"):
-                    runner.kill_leftover(task["_pid"], f"AZ_BATCH_TASK_ID={task['id']}")
+                    runner.kill_leftover(task["_pid"], [f"AZ_BATCH_JOB_ID={job_id}", f"AZ_BATCH_TASK_ID={task['id']}"])
                 info = task.setdefault("executionInfo", {})
                 info["requeueCount"] = info.get("requeueCount", 0) + 1
                 info["lastRequeueTime"] = now_iso()

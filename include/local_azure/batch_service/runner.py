@@ -61,13 +61,13 @@ def kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def kill_leftover(pid: int, marker: str) -> bool:
+def kill_leftover(pid: int, markers: list[str]) -> bool:
     """Kill a task process left by a previous run of the service, only if its environment proves it is ours."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    if marker.encode() not in environ:
+    if not all(marker.encode() in environ for marker in markers):
         return False
     try:
         os.killpg(pid, signal.SIGKILL)
