@@ -13,6 +13,11 @@ READY_NODE_STATES = {"idle", "running"}
 DEAD_NODE_STATES = {"starttaskfailed", "unusable"}
 
 
+def _text(value) -> str:
+    """An SDK enum (``str`` mixin) or a plain string, as its lower-case wire value."""
+    return str(getattr(value, "value", value) or "").lower()
+
+
 @dataclass(frozen=True)
 class ErrorThreshold:
     """How many failed tasks a job may have and still succeed.
@@ -109,12 +114,12 @@ class PoolReadiness:
 
     @classmethod
     def from_pool(cls, allocation_state: str | None, node_states: Iterable[str], resize_errors: Iterable[str] = ()) -> "PoolReadiness":
-        states = [str(state).lower() for state in node_states]
+        states = [_text(state) for state in node_states]
         ready = sum(state in READY_NODE_STATES for state in states)
         dead = sum(state in DEAD_NODE_STATES for state in states)
         return cls(
             ready=ready, dead=dead, other=len(states) - ready - dead,
-            steady=str(allocation_state or "").lower() == "steady",
+            steady=_text(allocation_state) == "steady",
             resize_errors=tuple(resize_errors),
         )
 

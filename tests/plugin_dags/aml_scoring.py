@@ -12,7 +12,11 @@ import pendulum
 
 from airflow.sdk import DAG
 
-from azure_compute.operators.aml import AzureMLEnsureComputeOperator, AzureMLSubmitPipelineJobOperator
+from azure_compute.operators.aml import (
+    AzureMLEnsureComputeOperator,
+    AzureMLInvokeBatchEndpointOperator,
+    AzureMLSubmitPipelineJobOperator,
+)
 from azure_compute.sensors.aml import AzureMLJobSensor
 
 CONN_ID = "azure_ml_test"
@@ -67,3 +71,26 @@ with DAG(
         azure_ml_conn_id=CONN_ID,
     )
     compute >> submit >> wait_again
+
+
+with DAG(
+    dag_id="aml_batch_endpoint",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    default_args={"retries": 0},
+    tags=["test"],
+) as endpoint_dag:
+    AzureMLInvokeBatchEndpointOperator(
+        task_id="invoke",
+        endpoint_name="{{ dag_run.conf['endpoint'] }}",
+        deployment_name="{{ dag_run.conf.get('deployment') }}",
+        input_datastore="images",
+        input_path="{{ dag_run.conf['input_path'] }}",
+        month="{{ dag_run.conf['month'] }}",
+        job_name="{{ dag_run.conf.get('job_name') }}",
+        deferrable=True,
+        poll_interval=1,
+        timeout=600,
+        azure_ml_conn_id=CONN_ID,
+    )

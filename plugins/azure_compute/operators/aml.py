@@ -539,3 +539,109 @@ def datastore_uri(datastore: str, path: str) -> str:
     if not clean or ".." in clean.split("/"):
         raise ValueError(f"path {path!r} on datastore {datastore!r} must be a non-empty folder without '..'")
     return f"azureml://datastores/{datastore}/paths/{clean}/"
+
+
+class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
+    """Invoke a batch endpoint deployment (the init()/run() scoring contract) for one folder, and wait.
+
+    The deployment (code, scoring script, environment, model, mini batch size, retries,
+    output file) is set up once in the workspace; each run only names the folder.
+    Idempotent like the pipeline operator: a retried task re-attaches to its job.
+
+    :param endpoint_name: the batch endpoint.
+    :param deployment_name: the deployment (default: the endpoint's default deployment).
+    :param input_datastore: datastore holding the images.
+    :param input_path: folder on that datastore, e.g. ``202401/``.
+    :param output_datastore: datastore for the results (with output_path; default: the workspace's).
+    :param output_path: folder for the results (default: Azure ML's ``azureml/<job>/score``).
+    :param output_file_name: the deployment's output file name (only used to report where it lands).
+    :param experiment_name: experiment the job is filed under.
+    :param month: the month processed, part of the job name.
+    :param job_name: explicit job name (default: derived from dag_id, run_id, task_id and month).
+    :param wait_for_completion, deferrable, poll_interval, timeout: as for the pipeline operator.
+    :param azure_ml_conn_id: Airflow connection of type ``azure_ml``.
+    :return: the job name (XCom); also pushes ``predictions`` (where the file lands).
+    """
+
+    template_fields: Sequence[str] = (
+        "endpoint_name", "deployment_name", "input_datastore", "input_path", "output_datastore",
+        "output_path", "experiment_name", "month", "job_name", "timeout",
+    )
+    operator_extra_links = (AzureMLStudioJobLink(),)
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: str,
+        input_datastore: str,
+        input_path: str,
+        deployment_name: str | None = None,
+        output_datastore: str = "workspaceblobstore",
+        output_path: str | None = None,
+        output_file_name: str = "predictions.csv",
+        experiment_name: str | None = None,
+        month: str | None = None,
+        job_name: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30.0,
+        timeout: float | None = None,
+        azure_ml_conn_id: str = AzureMLHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.endpoint_name = endpoint_name
+        self.deployment_name = deployment_name
+        self.input_datastore = input_datastore
+        self.input_path = input_path
+        self.output_datastore = output_datastore
+        self.output_path = output_path
+        self.output_file_name = output_file_name
+        self.experiment_name = experiment_name
+        self.month = month
+        self.job_name = job_name
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.azure_ml_conn_id = azure_ml_conn_id
+        self._submitted_job: str | None = None
+
+    def execute(self, context: Context) -> str:
+        from azure.ai.ml import Input, Output
+
+        hook = self.hook
+        job_name = self.job_name or deterministic_job_name(self.dag_id, context["run_id"], self.task_id, self.month or "")
+        input_uri = datastore_uri(self.input_datastore, self.input_path)
+        output_folder = (self.output_path or f"azureml/{job_name}/score").strip("/")
+        outputs = None
+        if self.output_path:
+            outputs = {"score": Output(type="uri_folder", path=datastore_uri(self.output_datastore, output_folder))}
+        if hook.find_job(job_name) is not None:
+            self.log.info("Re-attaching to batch endpoint job %s, started by an earlier try", job_name)
+        else:
+            self.log.info("Invoking batch endpoint %s (%s) for %s", self.endpoint_name,
+                          self.deployment_name or "default deployment", input_uri)
+            hook.client.batch_endpoints.invoke(
+                endpoint_name=self.endpoint_name,
+                deployment_name=self.deployment_name,
+                input=Input(type="uri_folder", path=input_uri),
+                outputs=outputs,
+                job_name=job_name,
+                experiment_name=self.experiment_name,
+            )
+        self._submitted_job = job_name
+        AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
+        context["ti"].xcom_push(key="predictions", value={
+            "uri": f"azureml://datastores/{self.output_datastore}/paths/{output_folder}/{self.output_file_name}",
+            "datastore": self.output_datastore,
+            "path": f"{output_folder}/{self.output_file_name}",
+        })
+        if not self.wait_for_completion:
+            return job_name
+        return self._wait(context, job_name)
+
+    def on_kill(self) -> None:
+        if self._submitted_job:
+            self.log.info("Cancelling Azure ML job %s", self._submitted_job)
+            self.hook.cancel_job(self._submitted_job)

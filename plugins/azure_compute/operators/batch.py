@@ -335,7 +335,7 @@ class AzureBatchCreateJobOperator(BaseOperator):
         job_pool = job.pool_info.pool_id if job and job.pool_info else None
         if job_pool != self.pool_id:
             raise ValueError(f"job {self.job_id} exists on pool {job_pool}, not {self.pool_id}; refusing to reuse it")
-        self.log.info("job %s already exists (state %s); re-attaching", self.job_id, job.state)
+        self.log.info("job %s already exists (state %s); re-attaching", self.job_id, getattr(job.state, "value", job.state))
         return self.job_id
 
 
@@ -413,9 +413,10 @@ class AzureBatchAddTasksOperator(BaseOperator):
             total = hook.task_counts(self.job_id)
             have = total.active + total.running + total.completed
             if have >= len(specs):
-                self.log.info("job %s is %s and already holds its %d tasks; nothing to add", self.job_id, job.state, have)
+                self.log.info("job %s is %s and already holds its %d tasks; nothing to add",
+                              self.job_id, getattr(job.state, "value", job.state), have)
                 return {"job_id": self.job_id, "task_count": len(specs), "added": 0, "existing": len(specs)}
-            raise RuntimeError(f"job {self.job_id} is {job.state} with {have} of {len(specs)} tasks; "
+            raise RuntimeError(f"job {self.job_id} is {getattr(job.state, 'value', job.state)} with {have} of {len(specs)} tasks; "
                                "it cannot take new tasks. Delete the job to run this month again.")
         sas = _SasCache(BlobSasHook(wasb_conn_id=self.wasb_conn_id), self.sas_expiry)
         result = hook.add_tasks(self.job_id, [self._task(spec, sas) for spec in specs])

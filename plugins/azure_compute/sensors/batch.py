@@ -66,6 +66,7 @@ class AzureBatchJobSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.azure_batch_conn_id = azure_batch_conn_id
         self._started = time.time()
+        self._done_at_start: int | None = None
 
     @property
     def hook(self) -> BatchHook:
@@ -93,6 +94,7 @@ class AzureBatchJobSensor(BaseSensorOperator):
                 job_id=self.job_id, expected_tasks=self._expected(),
                 azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
                 end_time=time.time() + float(self.timeout), started_at=self._started,
+                done_at_start=self._done_at_start,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout) + 120),
@@ -101,7 +103,10 @@ class AzureBatchJobSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         progress = JobProgress.from_counts(self.hook.task_counts(self.job_id))
         expected = self._expected()
-        self.log.info("job %s: %s", self.job_id, progress.describe(expected, time.time() - self._started))
+        if self._done_at_start is None:
+            self._done_at_start = progress.completed  # the rate counts only what finishes while we watch
+        self.log.info("job %s: %s", self.job_id,
+                      progress.describe(expected, time.time() - self._started, self._done_at_start))
         if not progress.is_done(expected):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._judge(progress))

@@ -1,0 +1,148 @@
+"""The Batch building blocks in real Airflow runs against the local Batch service and Azurite."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from azure.batch import models as batch_models
+from azure.core.exceptions import HttpResponseError
+
+from azure_compute.hooks.batch import BatchHook
+from azure_compute.hooks.blob import WRITE_PERMISSIONS, BlobSasHook
+from azure_compute.triggers.batch import AzureBatchJobTrigger
+
+
+def _ids() -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return f"pool-{suffix}", f"job-{suffix}"
+
+
+def run(dag, capfd, **conf):
+    """``dag.test()`` with conf; returns the run's task states and everything the tasks logged."""
+    conf.setdefault("vm_size", "Standard_NC4as_T4_v3")
+    conf.setdefault("python", sys.executable)
+    run = dag.test(run_conf=conf)
+    out, err = capfd.readouterr()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    return str(run.state), states, out + err
+
+
+def _pool_and_job(client, pool_id: str, job_id: str) -> None:
+    client.create_pool(batch_models.BatchPoolCreateOptions(
+        id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1,
+        virtual_machine_configuration=batch_models.VirtualMachineConfiguration(
+            image_reference=batch_models.BatchVmImageReference(publisher="canonical", offer="ubuntu", sku="22_04"),
+            node_agent_sku_id="batch.node.ubuntu 22.04")))
+    client.create_job(batch_models.BatchJobCreateOptions(id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool_id)))
+
+
+def pool_targets(local_batch, pool_id):
+    pool = local_batch.client().get_pool(pool_id)
+    return pool.target_dedicated_nodes, pool.target_low_priority_nodes
+
+
+def test_120_shards_run_deferred_report_progress_and_leave_the_pool_at_zero(building_blocks_dag, local_batch, capfd):
+    pool_id, job_id = _ids()
+    local_batch.emulator("DELETE", "/_emulator/requests")
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=120)
+    assert state == "success", log[-3000:]
+    assert states["teardown"] == "success"
+    counts = local_batch.client().get_job_task_counts(job_id).task_counts
+    assert (counts.succeeded, counts.failed) == (120, 0)
+    assert "120/120 tasks done" in log
+    requests = local_batch.emulator("GET", "/_emulator/requests")
+    assert requests.get("Task_AddCollection", requests.get("CreateTaskCollection", 0)) == 2  # 120 tasks, 100 a request
+    assert not any(name.endswith("ListTasks") or name == "Task_List" for name, n in requests.items() if n > 1)
+    assert pool_targets(local_batch, pool_id) == (0, 0)
+    # Output files reached Blob storage through the write-only SAS.
+    from azure.storage.blob import BlobServiceClient
+
+    work = BlobServiceClient.from_connection_string(local_batch.storage_connection_string).get_container_client("work")
+    assert len(list(work.list_blobs(name_starts_with=f"{job_id}/"))) == 120
+
+    # Re-running the same run re-attaches to its finished job: no second job, no task added.
+    state, _, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=120)
+    assert state == "success", log[-3000:]
+    assert f"job {job_id} already exists (state completed); re-attaching" in log
+    assert "already holds its 120 tasks; nothing to add" in log
+    assert local_batch.client().get_job_task_counts(job_id).task_counts.succeeded == 120
+
+
+def test_a_retried_add_adds_only_what_is_missing(batch_connections, local_batch):
+    pool_id, job_id = _ids()
+    _pool_and_job(local_batch.client(), pool_id, job_id)
+    tasks = [batch_models.BatchTaskCreateOptions(id=f"t{i:04d}", command_line=f"{sys.executable} -c pass")
+             for i in range(200)]
+    first = BatchHook().add_tasks(job_id, tasks[:150])        # an attempt that died after 150 tasks
+    retry = BatchHook().add_tasks(job_id, tasks)              # the Airflow retry sends them all again
+    assert (len(first.added), first.requests) == (150, 2)
+    assert (len(retry.added), len(retry.existing), retry.requests) == (50, 150, 2)
+    ids = [t.id for t in local_batch.client().list_tasks(job_id, select=["id"])]
+    assert sorted(ids) == sorted(t.id for t in tasks)
+
+
+def test_failed_shard_fails_the_run_with_its_stderr_and_teardown_still_runs(building_blocks_dag, local_batch, capfd):
+    pool_id, job_id = _ids()
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=6, fail_every=5)
+    assert state == "failed"
+    assert states["wait"] == "failed"
+    assert "1 of 6 tasks failed" in log
+    assert "shard-00005 (exit code 3)" in log
+    assert "bad shard 5: cannot decode input" in log  # the stderr tail reaches the Airflow log
+    assert states["teardown"] == "success"
+    assert pool_targets(local_batch, pool_id) == (0, 0)
+
+
+def test_failures_within_the_error_threshold_succeed_and_name_the_failed_tasks(building_blocks_dag, local_batch, capfd):
+    pool_id, job_id = _ids()
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=10,
+                             fail_every=5, error_threshold="20%")
+    assert state == "success", log[-3000:]
+    assert "2 failed task(s) within the error threshold" in log
+
+
+def test_an_incompatible_existing_pool_is_refused_with_both_sizes_named(building_blocks_dag, local_batch, capfd):
+    pool_id, job_id = _ids()
+    state, _, _ = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=1)
+    assert state == "success"
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id + "b", tasks=1,
+                             vm_size="Standard_D2s_v3")
+    assert state == "failed" and states["ensure_pool"] == "failed"
+    assert "cannot be reused" in log and "Standard_NC4as_T4_v3" in log and "Standard_D2s_v3" in log
+
+
+def test_trigger_runs_on_an_event_loop_to_done_and_to_error(batch_connections, local_batch):
+    pool_id, job_id = _ids()
+    _pool_and_job(local_batch.client(), pool_id, job_id)
+    BatchHook().add_tasks(job_id, [batch_models.BatchTaskCreateOptions(id=f"t{i}", command_line=f"{sys.executable} -c pass")
+                                   for i in range(3)])
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event.payload
+
+    done = asyncio.run(first_event(AzureBatchJobTrigger(job_id, 3, "azure_batch_default", 0.5, time.time() + 120)))
+    assert done["status"] == "done" and done["counts"]["succeeded"] == 3
+    missing = asyncio.run(first_event(AzureBatchJobTrigger("no-such-job", 1, "azure_batch_default", 0.5, time.time() + 60)))
+    assert missing["status"] == "error" and "ResourceNotFound" in missing["message"]
+    # The trigger serializes to a class path the triggerer can import from the plugins folder.
+    classpath, kwargs = AzureBatchJobTrigger(job_id, 3, "azure_batch_default", 1, 0).serialize()
+    assert classpath == "azure_compute.triggers.batch.AzureBatchJobTrigger" and kwargs["job_id"] == job_id
+
+
+def test_write_sas_cannot_read_what_it_writes(batch_connections):
+    hook = BlobSasHook(wasb_conn_id="wasb_default")
+    from azure.storage.blob import ContainerClient
+
+    url = hook.container_sas_url("work", WRITE_PERMISSIONS, timedelta(minutes=5))
+    writer = ContainerClient.from_container_url(url)
+    writer.upload_blob("sas-check/out.txt", b"written", overwrite=True)
+    with pytest.raises(HttpResponseError) as denied:
+        writer.download_blob("sas-check/out.txt").readall()
+    assert denied.value.status_code == 403
+    with pytest.raises(HttpResponseError):
+        list(writer.list_blobs())
