@@ -9,6 +9,7 @@ attempt is no longer current (task preempted, terminated, requeued) is ignored.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -454,7 +455,8 @@ class Engine:
     def _add_node(self, pool: dict, dedicated: bool) -> None:
         pool["_nodeSeq"] = pool.get("_nodeSeq", 0) + 1
         suffix = "d" if dedicated else "p"
-        node_id = f"tvmps_{pool['id'][:20].lower()}{pool['_nodeSeq']:06d}_{suffix}"
+        pool_hash = hashlib.sha256(pool["id"].encode()).hexdigest()[:16]
+        node_id = f"tvmps_{pool_hash}{pool['_nodeSeq']:06d}_{suffix}"
         now = now_iso()
         node_dir = self._node_dir(pool["id"], node_id)
         for sub in ("shared", "startup", "workitems"):
@@ -575,7 +577,8 @@ class Engine:
                 continue
             _, job_id, task_id = key
             task = self.tasks.get(job_id, {}).get(task_id)
-            if task is None or (task.get("nodeInfo") or {}).get("nodeId") != node_id:
+            info = (task or {}).get("nodeInfo") or {}
+            if info.get("nodeId") != node_id or info.get("poolId") != pool_id:
                 continue
             running.kill_reason = "preempted"
             runner.kill(running.proc)
