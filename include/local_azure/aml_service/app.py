@@ -150,8 +150,8 @@ class AmlService:
             return await self.invoke_endpoint(request, parts[1])
         if collection in VERSIONED:
             return await self.versioned(request, collection, parts[1:])
-        if collection in PLAIN or collection.endswith("Endpoints"):
-            return await self.plain(request, collection, parts[1:])
+        if collection in PLAIN:
+            return await self.plain(request, parts)
         return arm_error(404, "NotFound", f"the local Azure ML endpoint has no {collection!r} resources")
 
     def workspace_doc(self) -> web.Response:
@@ -182,46 +182,48 @@ class AmlService:
 
     # --- generic collections -------------------------------------------------
 
-    async def plain(self, request: web.Request, collection: str, rest: list[str]) -> web.Response:
+    async def plain(self, request: web.Request, parts: list[str]) -> web.Response:
+        """Named resources, also nested ones (batchEndpoints/<e>/deployments/<d>)."""
         method = request.method
-        if not rest:
+        if len(parts) % 2 == 1:  # a collection: list it
             if method != "GET":
-                return arm_error(405, "MethodNotAllowed", f"{method} on {collection}")
-            docs = self.store.list(collection)
-            if collection == "jobs":
-                docs = [self.scheduler.refresh(doc) for doc in docs]
-                tag = request.query.get("tag")
-                if tag:
-                    docs = [d for d in docs if tag in (d["properties"].get("tags") or {})]
+                return arm_error(405, "MethodNotAllowed", f"{method} on {'/'.join(parts)}")
+            docs = self.store.list(parts[-1], "/".join(parts) + "/")
+            tag = request.query.get("tag")
+            if parts == ["jobs"] and tag:
+                docs = [d for d in docs if tag in (d["properties"].get("tags") or {})]
             return web.json_response({"value": docs})
-        name = rest[0]
-        path = f"{collection}/{name}"
+        collection, name = parts[-2], parts[-1]
+        path = "/".join(parts)
         if method == "GET":
             doc = self.store.get(path)
             if doc is None:
-                return arm_error(404, "ResourceNotFound", f"{collection[:-1]} {name!r} was not found in workspace {self.config.workspace}")
-            if collection == "jobs":
-                doc = self.scheduler.refresh(doc)
+                return arm_error(
+                    404, "ResourceNotFound", f"{path} was not found in workspace {self.config.workspace}"
+                )
             return web.json_response(doc)
         if method == "PUT":
             body = await request.json()
-            if collection == "jobs":
+            if path == f"jobs/{name}":
                 return await self.create_job(name, body)
-            doc = self.envelope(collection, name, body)
+            if collection == "deployments" and self.store.get("/".join(parts[:2])) is None:
+                return arm_error(404, "ResourceNotFound", f"endpoint {parts[1]!r} does not exist")
+            doc = self.envelope(collection, name, body, rel=path)
+            if len(parts) > 2:
+                doc["type"] = f"{PROVIDER}/workspaces/{parts[0]}/{collection}"
             props = doc["properties"]
+            if collection in ("computes", "batchEndpoints", "deployments", "onlineEndpoints"):
+                props["provisioningState"] = "Succeeded"
+                doc.setdefault("location", self.config.location)
             if collection == "computes":
-                props["provisioningState"] = "Succeeded"
                 props.setdefault("computeLocation", self.config.location)
-                doc.setdefault("location", self.config.location)
-            elif collection.endswith("Endpoints"):
-                props["provisioningState"] = "Succeeded"
+            if collection.endswith("Endpoints"):
                 props["scoringUri"] = str(request.url.with_query(None)) + "/invoke"
-                doc.setdefault("location", self.config.location)
             existed = self.store.get(path) is not None
             self.store.put(path, collection, doc)
             return web.json_response(doc, status=200 if existed else 201)
         if method == "DELETE":
-            if collection == "jobs":
+            if path == f"jobs/{name}":
                 await self.scheduler.cancel(name)
             found = self.store.delete(path)
             return web.Response(status=200 if found else 204)
@@ -258,6 +260,8 @@ class AmlService:
             existing = self.store.get(path)
             doc = self.envelope(collection, version, body, rel=path)
             doc["properties"]["provisioningState"] = "Succeeded"
+            if collection == "models":
+                doc["properties"].setdefault("flavors", {})
             self.store.put(path, collection, doc)
             if self.store.get(f"{collection}/{name}") is None:
                 container = self.envelope(collection, name, {"properties": {"latestVersion": version}})
@@ -297,7 +301,7 @@ class AmlService:
         existing = self.store.get(path)
         if existing is not None:
             # Azure ML rejects changing a submitted job; a re-PUT of the same name returns it.
-            return web.json_response(self.scheduler.refresh(existing), status=200)
+            return web.json_response(existing, status=200)
         doc = self.envelope("jobs", name, body)
         props = doc["properties"]
         props["status"] = "NotStarted"

@@ -65,6 +65,16 @@ class RunPlan:
     instance_count: int = 1
     max_concurrency_per_instance: int = 1
     environment_variables: dict[str, str] = field(default_factory=dict)
+    #: a model (file or folder) to download and expose as AZUREML_MODEL_DIR
+    model: BlobLocation | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+        values = dict(data)
+        for key in ("code", "input", "output", "model"):
+            if values.get(key) is not None:
+                values[key] = BlobLocation(**values[key])
+        return cls(**values)
 
 
 def _int(value: Any, default: int, name: str) -> int:
@@ -144,6 +154,9 @@ class JobScheduler:
 
     def plan(self, doc: dict[str, Any]) -> RunPlan:
         """The RunPlan of a job document; ValueError names what the local endpoint cannot run."""
+        stored = self.store.get(f"plans/{doc['name']}")
+        if stored is not None:  # resolved when the job was created (batch endpoint invoke)
+            return RunPlan.from_dict(stored)
         props = doc["properties"]
         job_type = props.get("jobType")
         if job_type != "Pipeline":
@@ -244,9 +257,6 @@ class JobScheduler:
         self.plan(doc)
 
     # --- state ---------------------------------------------------------------
-
-    def refresh(self, doc: dict[str, Any]) -> dict[str, Any]:
-        return doc
 
     def set_status(self, name: str, status: str, error: str | None = None) -> None:
         doc = self.store.get(f"jobs/{name}")
@@ -352,6 +362,100 @@ class JobScheduler:
             self.set_status(name, "Failed", error or f"the parallel runner exited with code {code}; see {work / 'runner.log'}")
 
     async def invoke_endpoint(self, request: web.Request, endpoint: str) -> web.Response:
+        """Batch endpoint invoke: a job that runs the deployment's scoring script over the input folder."""
+        from aiohttp import web as _web
+
         from include.local_azure.aml_service.app import arm_error
 
-        return arm_error(501, "NotImplemented", "batch endpoint invoke is not implemented yet")
+        endpoint_doc = self.store.get(f"batchEndpoints/{endpoint}")
+        if endpoint_doc is None:
+            return arm_error(404, "ResourceNotFound", f"batch endpoint {endpoint!r} was not found")
+        deployment = self._deployment(endpoint, endpoint_doc, request.headers.get("azureml-model-deployment"))
+        if isinstance(deployment, str):
+            return arm_error(404, "ResourceNotFound", deployment)
+        body = await request.json()
+        props = body.get("properties") or {}
+        name = props.get("name") or f"batchjob-{os.urandom(6).hex()}"
+        existing = self.store.get(f"jobs/{name}")
+        if existing is None:
+            try:
+                plan = self._deployment_plan(name, deployment, props)
+            except ValueError as err:
+                return arm_error(400, "UserError", str(err))
+            assert self.service is not None
+            doc = self.service.envelope("jobs", name, {"properties": {
+                "jobType": "Pipeline",
+                "jobs": {},
+                "displayName": name,
+                "experimentName": (props.get("properties") or {}).get("experimentName") or endpoint,
+                "tags": props.get("tags") or {},
+                "properties": {"azureml.batchrun": "true", "azureml.endpointname": endpoint,
+                               "azureml.deploymentname": deployment["name"]},
+                "status": "NotStarted",
+            }})
+            self.store.put(f"plans/{name}", "plans", asdict(plan))
+            self.store.put(f"jobs/{name}", "jobs", doc)
+            await self.submit(name)
+            existing = self.store.get(f"jobs/{name}")
+        return _web.json_response(
+            {"id": existing["id"], "name": name, "type": existing["type"],
+             "properties": {"status": existing["properties"]["status"]}},
+            status=200,
+        )
+
+    def _deployment(self, endpoint: str, endpoint_doc: dict, wanted: str | None) -> dict | str:
+        """The deployment an invoke goes to (header, else the endpoint default, else the only one)."""
+        prefix = f"batchEndpoints/{endpoint}/deployments/"
+        name = wanted or ((endpoint_doc["properties"].get("defaults") or {}).get("deploymentName"))
+        if name:
+            doc = self.store.get(prefix + name)
+            return doc if doc is not None else f"deployment {name!r} of batch endpoint {endpoint!r} was not found"
+        deployments = self.store.list("deployments", prefix)
+        if len(deployments) == 1:
+            return deployments[0]
+        return f"batch endpoint {endpoint!r} has {len(deployments)} deployments and no default; name one"
+
+    def _deployment_plan(self, name: str, deployment: dict, props: dict) -> RunPlan:
+        dep = deployment["properties"]
+        inputs = props.get("inputData") or {}
+        input_uri = next((v.get("uri") for v in inputs.values() if isinstance(v, dict) and v.get("uri")), None)
+        if not input_uri:
+            raise ValueError("invoke needs an input folder (inputData with a uri)")
+        outputs = props.get("outputData") or {}
+        output_uri = next((v.get("uri") for v in outputs.values() if isinstance(v, dict) and v.get("uri")), None)
+        output_uri = output_uri or f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/score/"
+        output = None
+        if (dep.get("outputAction") or "AppendRow").lower() == "appendrow":
+            folder = self._datastore_location(output_uri, "output")
+            file_name = dep.get("outputFileName") or "predictions.csv"
+            output = BlobLocation(folder.container, f"{folder.path}/{file_name}".lstrip("/"))
+        model = None
+        asset = (dep.get("model") or {}).get("assetId")
+        if asset:
+            model_doc = self._resource(asset, "model")
+            model = self._datastore_location(_short_uri(model_doc["properties"].get("modelUri") or ""), "model path")
+        code = dep.get("codeConfiguration") or {}
+        retry = dep.get("retrySettings") or {}
+        return RunPlan(
+            job_name=name,
+            code=self._code_location(code.get("codeId") or ""),
+            entry_script=code.get("scoringScript") or "",
+            program_arguments=[],
+            input_name="input_data",
+            input=self._datastore_location(input_uri, "input"),
+            output=output,
+            mini_batch_size=_int(dep.get("miniBatchSize"), 10, "miniBatchSize"),
+            error_threshold=_int(dep.get("errorThreshold"), -1, "errorThreshold"),
+            max_retries=_int(retry.get("maxRetries"), 3, "retrySettings.maxRetries"),
+            timeout_seconds=_seconds(retry.get("timeout"), 30.0),
+            instance_count=_int((dep.get("resources") or {}).get("instanceCount"), 1, "instanceCount"),
+            max_concurrency_per_instance=_int(dep.get("maxConcurrencyPerInstance"), 1, "maxConcurrencyPerInstance"),
+            environment_variables={str(k): str(v) for k, v in (dep.get("environmentVariables") or {}).items()},
+            model=model,
+        )
+
+
+def _short_uri(uri: str) -> str:
+    """azureml://subscriptions/.../datastores/<ds>/paths/<p> -> azureml://datastores/<ds>/paths/<p>."""
+    index = uri.find("/datastores/")
+    return "azureml:/" + uri[index:] if uri.startswith("azureml://") and index >= 0 else uri

@@ -249,6 +249,24 @@ class ParallelRun:
                 raise JobFailed(f"a worker died during init() (exit code {worker.process.exitcode})")
 
 
+def download_model(account: Any, container: str, path: str, target: Path) -> None:
+    """A registered model: one blob (a weights file) or every blob under a folder."""
+    from include.local_azure.aml_service.blob import download_prefix
+
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    blob = account.client().get_blob_client(container, path.strip("/"))
+    if blob.exists():
+        target.mkdir(parents=True)
+        with open(target / Path(path).name, "wb") as handle:
+            blob.download_blob().readinto(handle)
+        return
+    if not download_prefix(account, container, path, target):
+        raise FileNotFoundError(f"model path {container}/{path} holds no files")
+
+
 def main(spec_file: str, work_dir: str) -> int:
     from include.local_azure.aml_service.blob import StorageAccount, download_prefix, upload_file
 
@@ -268,6 +286,10 @@ def main(spec_file: str, work_dir: str) -> int:
         download_prefix(account, plan["code"]["container"], plan["code"]["path"], code_dir)
         files = download_prefix(account, plan["input"]["container"], plan["input"]["path"], input_dir)
         log(f"{len(files)} input file(s) from {plan['input']['container']}/{plan['input']['path']}")
+        if plan.get("model"):
+            model_dir = work / "model"
+            download_model(account, plan["model"]["container"], plan["model"]["path"], model_dir)
+            plan["environment_variables"] = {**plan["environment_variables"], "AZUREML_MODEL_DIR": str(model_dir)}
         # Azure ML mounts the input and puts its path where the arguments say ${{inputs.<name>}}.
         placeholder = "${{inputs.%s}}" % plan["input_name"]
         plan["program_arguments"] = [a.replace(placeholder, str(input_dir)) for a in plan["program_arguments"]]
