@@ -22,7 +22,7 @@ def month(local_aml, files: dict[str, bytes]) -> str:
 
 
 def runner_log(local_aml, job_name: str) -> str:
-    return (local_aml.state_dir / "runs" / job_name / "runner.log").read_text()
+    return (local_aml.runs_dir / job_name / "runner.log").read_text()
 
 
 def test_failed_mini_batch_within_the_threshold_completes_with_the_other_rows(aml_conn_id, local_aml, toy_code):
@@ -82,24 +82,42 @@ def test_failing_init_fails_the_job_with_its_error(aml_conn_id, local_aml, toy_c
 def test_missing_input_datastore_is_refused_at_submit(aml_conn_id, local_aml, toy_code):
     from azure.core.exceptions import HttpResponseError
 
-    hook = AzureMLHook(aml_conn_id)
-    job_name = None
-    try:
-        import azure_compute.operators.aml as ops
+    import azure_compute.operators.aml as ops
 
-        job = ops.build_scoring_pipeline(
-            settings=ops.ParallelScoringSettings(code_dir=str(toy_code), entry_script="toy_entry.py",
-                                                 environment="azureml:any:1"),
-            input_path=ops.datastore_uri("nosuchstore", "202401"), output_path=None, compute="gpu-cluster",
-            job_name=f"bad-{uuid.uuid4().hex[:8]}", experiment_name="tests",
-        )
-        job_name = job.name
+    hook = AzureMLHook(aml_conn_id)
+    job = ops.build_scoring_pipeline(
+        settings=ops.ParallelScoringSettings(code_dir=str(toy_code), entry_script="toy_entry.py",
+                                             environment=ops.make_environment("python:3.11-slim")),
+        input_path=ops.datastore_uri("nosuchstore", "202401"), output_path=None, compute="gpu-cluster",
+        job_name=f"bad-{uuid.uuid4().hex[:8]}", experiment_name="tests",
+    )
+    try:
         hook.submit_job(job)
     except HttpResponseError as err:
-        assert "nosuchstore" in str(err)
+        assert "datastore 'nosuchstore', which does not exist" in str(err)
     else:
         raise AssertionError("a job on a missing datastore was accepted")
-    assert hook.find_job(job_name) is None
+    assert hook.find_job(job.name) is None
+
+
+def test_unknown_registered_environment_is_refused_at_submit(aml_conn_id, local_aml, toy_code):
+    from azure.core.exceptions import HttpResponseError
+
+    import azure_compute.operators.aml as ops
+
+    hook = AzureMLHook(aml_conn_id)
+    job = ops.build_scoring_pipeline(
+        settings=ops.ParallelScoringSettings(code_dir=str(toy_code), entry_script="toy_entry.py",
+                                             environment="azureml:no-such-env:7"),
+        input_path=ops.datastore_uri("images", "202401"), output_path=None, compute="gpu-cluster",
+        job_name=f"noenv-{uuid.uuid4().hex[:8]}", experiment_name="tests",
+    )
+    try:
+        hook.submit_job(job)
+    except HttpResponseError as err:
+        assert "no-such-env" in str(err)
+    else:
+        raise AssertionError("a job with a missing environment was accepted")
 
 
 def test_cancel_ends_the_job_canceled(aml_conn_id, local_aml, toy_code):

@@ -59,6 +59,9 @@ def test_real_score_py_scores_every_image_of_the_month(aml_dag, aml_conn_id, loc
     assert job.tags["run_id"] == run.run_id
     assert "deferring the wait" in log and "Completed" in log
 
+    location = run.get_task_instance("submit").xcom_pull(task_ids="submit", key="predictions")
+    assert location["container"] == "azureml-blobstore"
+    assert location["path"] == f"azureml/{job_name}/predictions/predictions.csv"
     rows = read_output(local_aml, job_name)
     assert list(rows[0].keys()) == SCORING_COLUMNS
     by_image = {}
@@ -92,3 +95,22 @@ def test_a_retried_submit_reattaches_to_its_job(aml_dag, aml_conn_id, local_aml,
     assert sorted(r["image"] for r in rows) == ["img0.jpg", "img1.jpg", "img2.jpg", "img3.jpg"]
     assert {r["tag"] for r in rows} == {"retried"}  # program arguments reach the entry script
     assert [int(r["bytes"]) for r in sorted(rows, key=lambda r: r["image"])] == [1, 2, 3, 4]
+
+
+def test_poke_mode_sensor_fails_with_the_job_error_and_its_link(aml_conn_id, local_aml, toy_code, capfd):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "tests" / "plugin_dags")).dags["aml_submit_then_poke"]
+    prefix = f"{uuid.uuid4().hex[:8]}/202404"
+    upload_month(local_aml, prefix, {"img0.jpg": b"a", "bad0.jpg": b"b"})
+    state, states, log, run = run_dag(dag, capfd, input_path=prefix, month="2024-04", code_dir=str(toy_code),
+                                      mini_batch_error_threshold=0)
+    assert states == {"submit": "success", "wait": "failed"}
+    assert "AzureMLJobFailedError" in log
+    assert "ended Failed: mini batch 0 (bad0.jpg) failed after 1 tries: ValueError: cannot score bad0.jpg" in log
+    assert "(see https://ml.azure.com/runs/" in log
+
+    state, states, log, run = run_dag(dag, capfd, input_path=prefix, month="2024-04", code_dir=str(toy_code),
+                                      mini_batch_error_threshold=1)
+    assert states == {"submit": "success", "wait": "success"}, log[-3000:]
+    assert "-> Completed" in log

@@ -94,3 +94,37 @@ with DAG(
         timeout=600,
         azure_ml_conn_id=CONN_ID,
     )
+
+
+with DAG(
+    dag_id="aml_submit_then_poke",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    render_template_as_native_obj=True,
+    default_args={"retries": 0},
+    tags=["test"],
+) as poke_dag:
+    submitted = AzureMLSubmitPipelineJobOperator(
+        task_id="submit",
+        input_datastore="images",
+        input_path="{{ dag_run.conf['input_path'] }}",
+        month="{{ dag_run.conf['month'] }}",
+        compute="gpu-cluster",
+        code_dir="{{ dag_run.conf['code_dir'] }}",
+        entry_script="toy_entry.py",
+        image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
+        mini_batch_size=1,
+        max_retries=1,
+        mini_batch_error_threshold="{{ dag_run.conf.get('mini_batch_error_threshold', -1) }}",
+        wait_for_completion=False,
+        azure_ml_conn_id=CONN_ID,
+    )
+    submitted >> AzureMLJobSensor(
+        task_id="wait",
+        job_name="{{ ti.xcom_pull(task_ids='submit') }}",
+        deferrable=False,
+        mode="poke",
+        poke_interval=1,
+        timeout=120,
+        azure_ml_conn_id=CONN_ID,
+    )

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--storage-connection-string", default=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
     parser.add_argument("--token", default=os.environ.get("AZURE_ML_LOCAL_TOKEN", DEFAULT_TOKEN),
-                        help="bearer token every request must carry (env AZURE_ML_LOCAL_TOKEN)")
+                        help="shared secret that signs every request's token (better: env AZURE_ML_LOCAL_TOKEN, "
+                             "which `ps` does not show)")
     parser.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
     parser.add_argument("--resource-group", default="local-rg")
     parser.add_argument("--workspace", default="local-ws")

@@ -348,6 +348,8 @@ def token_is_valid(header: str, secret: str) -> bool:
 def auth_middleware(secret: str):
     @web.middleware
     async def check_token(request: web.Request, handler):
+        if request.path == "/_local/health":  # liveness for `make local-up`; reveals nothing
+            return await handler(request)
         if not token_is_valid(request.headers.get("Authorization", ""), secret):
             return arm_error(
                 401,
@@ -370,6 +372,11 @@ def make_app(config: ServiceConfig, store: ResourceStore, scheduler: JobSchedule
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}{rest:.*}",
         service.handle,
     )
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/_local/health", health)
 
     async def on_startup(app: web.Application) -> None:
         await scheduler.resume_unfinished()

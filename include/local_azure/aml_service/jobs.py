@@ -178,6 +178,9 @@ class JobScheduler:
         task = spec.get("task") or {}
         if task.get("type") != "run_function":
             raise ValueError(f"step {step_name}: only run_function tasks are supported, got {task.get('type')!r}")
+        environment = task.get("environment")
+        if isinstance(environment, str) and "/environments/" in environment:
+            self._resource(environment, f"environment of step {step_name}")
         retry = {**(spec.get("retry_settings") or {}), **(node.get("retry_settings") or {})}
         resources = {**(spec.get("resources") or {}), **(node.get("resources") or {})}
         arguments = shlex.split(task.get("program_arguments") or "")

@@ -510,25 +510,34 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
             hook.submit_job(job, experiment_name=self.experiment_name)
         self._submitted_job = job_name
         AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
-        context["ti"].xcom_push(key="predictions", value=self.predictions_location(job))
+        context["ti"].xcom_push(key="predictions", value=predictions_location(hook, job, self.output_file_name))
         if not self.wait_for_completion:
             return job_name
         return self._wait(context, job_name)
-
-    def predictions_location(self, job: PipelineJob) -> dict[str, str]:
-        """Where the appended-rows file lands: its azureml:// URI, datastore and path."""
-        folder = job.outputs[PREDICTIONS_OUTPUT].path.rstrip("/")
-        path = folder.split("/paths/", 1)[1]
-        return {
-            "uri": f"{folder}/{self.output_file_name}",
-            "datastore": self.output_datastore,
-            "path": f"{path}/{self.output_file_name}",
-        }
 
     def on_kill(self) -> None:
         if self._submitted_job:
             self.log.info("Cancelling Azure ML job %s", self._submitted_job)
             self.hook.cancel_job(self._submitted_job)
+
+
+def predictions_location(hook: AzureMLHook, job: PipelineJob, file_name: str) -> dict[str, str]:
+    """Where the appended-rows file lands: its azureml:// URI, datastore, container and blob path."""
+    folder = job.outputs[PREDICTIONS_OUTPUT].path.rstrip("/")
+    datastore, path = folder.removeprefix("azureml://datastores/").split("/paths/", 1)
+    return output_file_location(hook, datastore, f"{path}/{file_name}")
+
+
+def output_file_location(hook: AzureMLHook, datastore: str, path: str) -> dict[str, str]:
+    """A file on a datastore, with the storage container behind it (what a merge step reads)."""
+    store = hook.client.datastores.get(datastore)
+    return {
+        "uri": f"azureml://datastores/{datastore}/paths/{path}",
+        "datastore": datastore,
+        "account_name": getattr(store, "account_name", "") or "",
+        "container": getattr(store, "container_name", "") or "",
+        "path": path,
+    }
 
 
 def datastore_uri(datastore: str, path: str) -> str:
@@ -632,11 +641,10 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
             )
         self._submitted_job = job_name
         AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
-        context["ti"].xcom_push(key="predictions", value={
-            "uri": f"azureml://datastores/{self.output_datastore}/paths/{output_folder}/{self.output_file_name}",
-            "datastore": self.output_datastore,
-            "path": f"{output_folder}/{self.output_file_name}",
-        })
+        context["ti"].xcom_push(
+            key="predictions",
+            value=output_file_location(hook, self.output_datastore, f"{output_folder}/{self.output_file_name}"),
+        )
         if not self.wait_for_completion:
             return job_name
         return self._wait(context, job_name)

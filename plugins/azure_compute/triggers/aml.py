@@ -11,6 +11,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from azure_compute.hooks.aml import JOB_SUCCESS_STATES, JOB_TERMINAL_STATES, AzureMLHook, job_status
 
 
+#: Transient poll errors (after the SDK's own retries) tolerated in a row before the wait fails.
+MAX_CONSECUTIVE_POLL_FAILURES = 3
+
+
 class AzureMLJobTrigger(BaseTrigger):
     """Poll an Azure ML job until it reaches a terminal state, then fire one event.
 
@@ -53,40 +57,51 @@ class AzureMLJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+
         hook = AzureMLHook(self.azure_ml_conn_id)
         last_status: str | None = None
-        try:
-            while True:
+        failures = 0
+        while True:
+            try:
                 job = await asyncio.to_thread(hook.get_job, self.job_name)
-                status = job_status(job)
-                if status != last_status:
-                    self.log.info("Azure ML job %s: %s -> %s", self.job_name, last_status or "(start)", status)
-                    last_status = status
-                if status in JOB_TERMINAL_STATES:
-                    yield TriggerEvent(job_event(hook, job))
-                    return
-                if self.timeout is not None and time.time() - self.started_at > self.timeout:
+                failures = 0
+            except Exception as err:  # the event carries the reason to the worker, which fails the task
+                failures += 1
+                permanent = isinstance(err, (ClientAuthenticationError, ResourceNotFoundError, ValueError))
+                if permanent or failures >= MAX_CONSECUTIVE_POLL_FAILURES:
                     yield TriggerEvent(
                         {
-                            "status": "timeout",
+                            "status": "error",
                             "job_name": self.job_name,
-                            "job_status": status,
-                            "message": f"Azure ML job {self.job_name} still {status} after {self.timeout:.0f}s",
-                            "studio_url": hook.studio_url(self.job_name),
+                            "job_status": last_status,
+                            "message": f"polling Azure ML job {self.job_name} failed: {type(err).__name__}: {err}",
+                            "studio_url": "",
                         }
                     )
                     return
+                self.log.warning("polling Azure ML job %s failed (%s), trying again", self.job_name, err)
                 await asyncio.sleep(self.poll_interval)
-        except Exception as err:  # the event carries the reason to the worker, which fails the task
-            yield TriggerEvent(
-                {
-                    "status": "error",
-                    "job_name": self.job_name,
-                    "job_status": last_status,
-                    "message": f"polling Azure ML job {self.job_name} failed: {type(err).__name__}: {err}",
-                    "studio_url": "",
-                }
-            )
+                continue
+            status = job_status(job)
+            if status != last_status:
+                self.log.info("Azure ML job %s: %s -> %s", self.job_name, last_status or "(start)", status)
+                last_status = status
+            if status in JOB_TERMINAL_STATES:
+                yield TriggerEvent(job_event(hook, job))
+                return
+            if self.timeout is not None and time.time() - self.started_at > self.timeout:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "job_name": self.job_name,
+                        "job_status": status,
+                        "message": f"Azure ML job {self.job_name} still {status} after {self.timeout:.0f}s",
+                        "studio_url": hook.studio_url(self.job_name),
+                    }
+                )
+                return
+            await asyncio.sleep(self.poll_interval)
 
 
 def job_event(hook: AzureMLHook, job: Any) -> dict[str, Any]:
