@@ -153,7 +153,7 @@ with DAG(
             out = Path(tmp) / "predictions.csv"
             report = merge_shards(work, stage_result, out, failed_shards=waited.get("failed_tasks") or {})
             with open(out, "rb") as fh:
-                work.upload_blob(stage_result.paths.prefix + "merged/predictions.csv", fh, overwrite=True)
+                work.upload_blob(stage_result.paths.merged_predictions, fh, overwrite=True)
         print(f"merged {report.images} images, {report.rows} rows, statuses {report.status_counts}")
         return report.to_dict()
 
@@ -177,7 +177,7 @@ with DAG(
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "predictions.csv"
             with open(local, "wb") as fh:
-                work.get_blob_client(stage_result.paths.prefix + "merged/predictions.csv").download_blob().readinto(fh)
+                work.get_blob_client(stage_result.paths.merged_predictions).download_blob().readinto(fh)
             written = publish_month(service.get_container_client(CONFIG.output_container),
                                     stage_result.month, local, summary)
         ctx["outlet_events"][PREDICTIONS].extra = {"month": summary["month"], "images": summary["images"]}

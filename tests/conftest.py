@@ -147,3 +147,24 @@ def airflow_db() -> None:
     from airflow.utils.db import initdb
 
     initdb()
+
+
+@pytest.fixture(scope="session")
+def batch_connections(local_batch, azurite, airflow_db):
+    """``azure_batch_default`` and ``wasb_default`` as Airflow reads them from the environment."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", json.dumps({
+        "conn_type": "azure_batch", "login": local_batch.account, "password": local_batch.key,
+        "extra": {"account_url": local_batch.url},
+    }))
+    mp.setenv("AIRFLOW_CONN_WASB_DEFAULT", json.dumps({
+        "conn_type": "wasb", "extra": {"connection_string": azurite.connection_string},
+    }))
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    for name in ("work", "images", "predictions"):
+        if not service.get_container_client(name).exists():
+            service.create_container(name)
+    yield local_batch
+    mp.undo()

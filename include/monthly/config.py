@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from include.monthly.layout import DEFAULT_SHARD_SIZE, BlobLayout
+
 _PREFIX = "MONTHLY_DETECTION_"
 
 
@@ -23,9 +25,9 @@ class DagConfig:
     wasb_conn_id: str = "wasb_default"
     azure_ml_conn_id: str = "azure_ml_default"
     # Containers.
-    input_container: str = "images"
-    work_container: str = "work"
-    output_container: str = "predictions"
+    input_container: str = BlobLayout.input_container
+    work_container: str = BlobLayout.work_container
+    output_container: str = BlobLayout.output_container
     # Batch pool: one T4 GPU per node, spot capacity by default.
     pool_prefix: str = "yolo-gpu"
     vm_size: str = "Standard_NC4as_T4_v3"
@@ -36,7 +38,7 @@ class DagConfig:
     start_task_command: str = ""
     node_wait_timeout_s: int = 1800
     # Scoring.
-    shard_size: int = 500
+    shard_size: int = DEFAULT_SHARD_SIZE
     weights: str = "yolov8n.pt"
     conf: float = 0.25
     imgsz: int = 640

@@ -18,7 +18,7 @@ from azure_compute.operators.aml import (
 from azure_compute.triggers.aml import AzureMLJobTrigger
 
 #: A small entry script with the Azure ML contract whose behaviour depends on file names:
-#: bad* raise in run(), slow* sleep past any short timeout, everything else gives one row.
+#: bad* raise in run(), slow* sleep past any short timeout, nap* take a second, everything else gives one row.
 TOY_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
@@ -38,6 +38,8 @@ TOY_SCRIPT = textwrap.dedent(
                 raise ValueError(f"cannot score {name}")
             if name.startswith("slow"):
                 time.sleep(60)
+            if name.startswith("nap"):
+                time.sleep(1)
             rows.append({"image": name, "bytes": os.path.getsize(path), "tag": TAG})
         return pd.DataFrame(rows)
     """

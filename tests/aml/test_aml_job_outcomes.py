@@ -153,6 +153,40 @@ def test_trigger_reports_a_wrong_credential(local_aml, monkeypatch):
     assert "ClientAuthenticationError" in event["message"] and "InvalidAuthenticationToken" in event["message"]
 
 
+def wait_for_status(hook: AzureMLHook, name: str, wanted: str, limit: float = 120) -> list[str]:
+    """Poll the job until it reaches `wanted` (or ends); returns the states seen, in order."""
+    seen: list[str] = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        status = hook.get_job_status(name)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status == wanted or status in ("Completed", "Failed", "Canceled"):
+            return seen
+        time.sleep(0.1)
+    return seen
+
+
+def test_job_moves_through_its_states_in_order(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"nap0.jpg": b"a", "nap1.jpg": b"b"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1)
+    seen = wait_for_status(hook, name, "Completed")
+    order = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"]
+    assert seen[-1] == "Completed" and "Running" in seen
+    assert seen == sorted(seen, key=order.index)  # never backwards
+
+
+def test_restart_during_a_run_runs_the_job_again_to_completion(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    prefix = month(local_aml, {"nap0.jpg": b"a", "nap1.jpg": b"b", "nap2.jpg": b"c"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1)
+    assert wait_for_status(hook, name, "Running")[-1] == "Running"
+    local_aml.restart()
+    assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed"
+    assert sorted(r["image"] for r in read_output(local_aml, name)) == ["nap0.jpg", "nap1.jpg", "nap2.jpg"]
+
+
 def test_restart_of_the_endpoint_keeps_jobs(aml_conn_id, local_aml, toy_code):
     hook = AzureMLHook(aml_conn_id)
     prefix = month(local_aml, {"img0.jpg": b"a"})

@@ -55,6 +55,18 @@ def test_on_all_tasks_complete_terminatejob_completes_the_job(batch, pool):
     assert batch.get_job_task_counts(job_id).task_counts.succeeded == 5
 
 
+def test_terminatejob_cannot_be_turned_back_to_noaction(batch, pool):
+    from azure.core.exceptions import HttpResponseError
+
+    job_id = make_job(batch, pool)
+    batch.create_task(job_id, models.BatchTaskCreateOptions(id="long", command_line="sleep 30"))
+    batch.update_job(job_id, models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    with pytest.raises(HttpResponseError) as err:
+        batch.update_job(job_id, models.BatchJobUpdateOptions(all_tasks_complete_mode="noaction"))
+    assert (err.value.status_code, err.value.error.code) == (400, "InvalidPropertyValue")
+    batch.begin_terminate_job(job_id, options=BatchJobTerminateOptions(termination_reason="TestDone"), polling_interval=0).result()
+
+
 def test_start_task_failure_marks_nodes_starttaskfailed_and_no_task_runs(batch):
     pool_id = make_pool(batch, nodes=1, slots=1, start_task=models.BatchStartTask(
         command_line="/bin/bash -c 'echo cannot install >&2; exit 2'", wait_for_success=True))
