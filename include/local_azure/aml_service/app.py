@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from include.local_azure.aml_service.blob import StorageAccount
-from include.local_azure.aml_service.jobs import TERMINAL_STATES, JobScheduler
+from include.local_azure.aml_service.jobs import JobScheduler
 from include.local_azure.aml_service.store import ResourceStore
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class AmlService:
         if collection == "jobs" and len(parts) == 3 and parts[2] == "cancel" and method == "POST":
             return await self.cancel_job(parts[1])
         if collection == "batchEndpoints" and len(parts) == 3 and parts[2] == "invoke" and method == "POST":
-            return await self.invoke_endpoint(request, parts[1])
+            return await self.invoke_endpoint(request, parts[1])  # the endpoint's scoringUri
         if collection in VERSIONED:
             return await self.versioned(request, collection, parts[1:])
         if collection in PLAIN:
@@ -328,7 +328,24 @@ class AmlService:
         return web.Response(status=200)
 
     async def invoke_endpoint(self, request: web.Request, endpoint: str) -> web.Response:
-        return await self.scheduler.invoke_endpoint(request, endpoint)
+        """Batch endpoint invoke: a job running the deployment's scoring script over the input folder."""
+        endpoint_doc = self.store.get(f"batchEndpoints/{endpoint}")
+        if endpoint_doc is None:
+            return arm_error(404, "ResourceNotFound", f"batch endpoint {endpoint!r} was not found")
+        deployment = self.scheduler.deployment_for(
+            endpoint, endpoint_doc, request.headers.get("azureml-model-deployment")
+        )
+        if isinstance(deployment, str):
+            return arm_error(404, "ResourceNotFound", deployment)
+        body = await request.json()
+        try:
+            job = await self.scheduler.create_endpoint_job(endpoint, deployment, body.get("properties") or {})
+        except ValueError as err:
+            return arm_error(400, "UserError", str(err))
+        return web.json_response(
+            {"id": job["id"], "name": job["name"], "type": job["type"],
+             "properties": {"status": job["properties"]["status"]}}
+        )
 
 
 def token_is_valid(header: str, secret: str) -> bool:
@@ -391,4 +408,4 @@ def make_app(config: ServiceConfig, store: ResourceStore, scheduler: JobSchedule
     return app
 
 
-__all__ = ["ServiceConfig", "make_app", "TERMINAL_STATES"]
+__all__ = ["ServiceConfig", "make_app"]

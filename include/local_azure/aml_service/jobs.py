@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.local_azure.aml_service.blob import StorageAccount
 from include.local_azure.aml_service.store import ResourceStore
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from include.local_azure.aml_service.app import AmlService
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,20 @@ class RunPlan:
             if values.get(key) is not None:
                 values[key] = BlobLocation(**values[key])
         return cls(**values)
+
+
+def stop_leftover_runner(pid_file: Path) -> None:
+    """Kill the process group of a runner that an earlier service process started and left behind."""
+    try:
+        pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    pid_file.unlink(missing_ok=True)
+    try:
+        if os.getpgid(pid) == pid:  # still the group leader we started (start_new_session)
+            os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _int(value: Any, default: int, name: str) -> int:
@@ -144,12 +157,10 @@ class JobScheduler:
     def _code_location(self, code_id: str) -> BlobLocation:
         code = self._resource(code_id, "code asset")
         uri = code["properties"].get("codeUri") or ""
-        # codeUri is <blob endpoint>/<container>/<folder>; the endpoint ends with the account name.
-        account_marker = "/devstoreaccount1/"
-        tail = uri.split(account_marker, 1)[1] if account_marker in uri else uri.split("/", 3)[-1]
-        container, _, path = tail.partition("/")
-        if not container:
-            raise ValueError(f"code asset {code_id!r} has no usable codeUri ({uri!r})")
+        endpoint = StorageAccount(self.connection_string).blob_endpoint + "/"
+        if not uri.startswith(endpoint):
+            raise ValueError(f"code asset {code_id!r} is not in this workspace's storage ({uri!r})")
+        container, _, path = uri[len(endpoint):].partition("/")
         return BlobLocation(container, path.strip("/"))
 
     def plan(self, doc: dict[str, Any]) -> RunPlan:
@@ -281,7 +292,10 @@ class JobScheduler:
     async def resume_unfinished(self) -> None:
         """After a restart: jobs that had not finished run again from the start."""
         for doc in self.store.list("jobs"):
-            if doc["properties"].get("status") not in TERMINAL_STATES:
+            status = doc["properties"].get("status")
+            if status == "CancelRequested":
+                self._finish_canceled(doc["name"])
+            elif status not in TERMINAL_STATES:
                 await self.submit(doc["name"])
 
     async def cancel(self, name: str) -> None:
@@ -336,6 +350,7 @@ class JobScheduler:
     async def _run_plan(self, name: str, plan: RunPlan) -> None:
         work = self.state_dir / "runs" / name
         work.mkdir(parents=True, exist_ok=True)
+        stop_leftover_runner(work / "runner.pid")  # a runner orphaned when the service was killed
         spec_file = work / "plan.json"
         spec_file.write_text(json.dumps({"plan": asdict(plan), "connection_string": self.connection_string}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -346,6 +361,7 @@ class JobScheduler:
             start_new_session=True,
         )
         log_file.close()
+        (work / "runner.pid").write_text(str(proc.pid))
         self._procs[name] = proc
         error: str | None = None
         assert proc.stdout is not None
@@ -364,49 +380,30 @@ class JobScheduler:
         else:
             self.set_status(name, "Failed", error or f"the parallel runner exited with code {code}; see {work / 'runner.log'}")
 
-    async def invoke_endpoint(self, request: web.Request, endpoint: str) -> web.Response:
-        """Batch endpoint invoke: a job that runs the deployment's scoring script over the input folder."""
-        from aiohttp import web as _web
-
-        from include.local_azure.aml_service.app import arm_error
-
-        endpoint_doc = self.store.get(f"batchEndpoints/{endpoint}")
-        if endpoint_doc is None:
-            return arm_error(404, "ResourceNotFound", f"batch endpoint {endpoint!r} was not found")
-        deployment = self._deployment(endpoint, endpoint_doc, request.headers.get("azureml-model-deployment"))
-        if isinstance(deployment, str):
-            return arm_error(404, "ResourceNotFound", deployment)
-        body = await request.json()
-        props = body.get("properties") or {}
+    async def create_endpoint_job(self, endpoint: str, deployment: dict[str, Any], props: dict[str, Any]) -> dict:
+        """The job of a batch endpoint invoke (created and started once per name); returns its document."""
         name = props.get("name") or f"batchjob-{os.urandom(6).hex()}"
         existing = self.store.get(f"jobs/{name}")
-        if existing is None:
-            try:
-                plan = self._deployment_plan(name, deployment, props)
-            except ValueError as err:
-                return arm_error(400, "UserError", str(err))
-            assert self.service is not None
-            doc = self.service.envelope("jobs", name, {"properties": {
-                "jobType": "Pipeline",
-                "jobs": {},
-                "displayName": name,
-                "experimentName": (props.get("properties") or {}).get("experimentName") or endpoint,
-                "tags": props.get("tags") or {},
-                "properties": {"azureml.batchrun": "true", "azureml.endpointname": endpoint,
-                               "azureml.deploymentname": deployment["name"]},
-                "status": "NotStarted",
-            }})
-            self.store.put(f"plans/{name}", "plans", asdict(plan))
-            self.store.put(f"jobs/{name}", "jobs", doc)
-            await self.submit(name)
-            existing = self.store.get(f"jobs/{name}")
-        return _web.json_response(
-            {"id": existing["id"], "name": name, "type": existing["type"],
-             "properties": {"status": existing["properties"]["status"]}},
-            status=200,
-        )
+        if existing is not None:
+            return existing
+        plan = self._deployment_plan(name, deployment, props)  # ValueError: the caller answers 400
+        assert self.service is not None
+        doc = self.service.envelope("jobs", name, {"properties": {
+            "jobType": "Pipeline",
+            "jobs": {},
+            "displayName": name,
+            "experimentName": (props.get("properties") or {}).get("experimentName") or endpoint,
+            "tags": props.get("tags") or {},
+            "properties": {"azureml.batchrun": "true", "azureml.endpointname": endpoint,
+                           "azureml.deploymentname": deployment["name"]},
+            "status": "NotStarted",
+        }})
+        self.store.put(f"plans/{name}", "plans", asdict(plan))
+        self.store.put(f"jobs/{name}", "jobs", doc)
+        await self.submit(name)
+        return self.store.get(f"jobs/{name}")
 
-    def _deployment(self, endpoint: str, endpoint_doc: dict, wanted: str | None) -> dict | str:
+    def deployment_for(self, endpoint: str, endpoint_doc: dict, wanted: str | None) -> dict | str:
         """The deployment an invoke goes to (header, else the endpoint default, else the only one)."""
         prefix = f"batchEndpoints/{endpoint}/deployments/"
         name = wanted or ((endpoint_doc["properties"].get("defaults") or {}).get("deploymentName"))

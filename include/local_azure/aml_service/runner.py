@@ -179,12 +179,15 @@ class ParallelRun:
             )
 
     def append(self, header: list[str] | None, rows: list[list[Any]]) -> None:
-        new_file = self.header is None and header is not None and not self.out_csv.exists()
+        """Append rows to the output CSV; the first DataFrame's columns become its header."""
         with open(self.out_csv, "a", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            if new_file:
+            if self.header is None and header is not None:
                 self.header = header
                 writer.writerow(header)
+            elif header is not None and header != self.header:  # same columns, another order
+                index = {name: i for i, name in enumerate(header)}
+                rows = [[row[index[name]] if name in index else None for name in self.header] for row in rows]
             writer.writerows(["" if v is None else v for v in row] for row in rows)
 
     def run(self) -> Progress:
