@@ -13,7 +13,7 @@ export YOLO_WEIGHTS ?= $(SHARED)/models/yolov8n.pt
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv node test demo local-up local-down clean
+.PHONY: venv node test demo up down backfill local-up local-down clean
 
 venv: $(VENV)/.installed
 node: node_modules/.installed
@@ -30,6 +30,30 @@ node_modules/.installed: package.json package-lock.json
 
 test: venv node
 	$(PY) -m pytest
+
+# The product on the local stack: seed a month into Azurite, run the monthly DAG
+# through Airflow on the local Batch service, keep a copy under demo-output/.
+MONTH ?= 2024-01
+BACKEND ?= batch
+demo: venv node
+	$(PY) -m include.local_azure.stack up
+	scripts/local-env $(PY) -m include.demo.seed --months $(MONTH) --images 40
+	scripts/local-env $(PY) -m include.demo.run_month --month $(MONTH) --backend $(BACKEND)
+
+# The local stack plus `airflow standalone` (UI, scheduler, triggerer) with the DAG loaded.
+up: venv node
+	$(PY) -m include.local_azure.stack up
+	scripts/local-env $(PY) -m include.demo.airflow_stack up
+
+down:
+	-scripts/local-env $(PY) -m include.demo.airflow_stack down
+	$(PY) -m include.local_azure.stack down
+
+# A real backfill through the scheduler and triggerer: make backfill FROM=2024-01 TO=2024-03
+backfill: venv node
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM TO=YYYY-MM"; exit 2; }
+	$(PY) -m include.local_azure.stack up
+	scripts/local-env $(PY) -m include.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
 
 clean:
 	rm -rf .local demo-output bench-results.json

@@ -87,9 +87,12 @@ with DAG(
     def validate() -> dict:
         """Check every param and derive the run's ids before anything touches Azure."""
         ctx = get_current_context()
+        interval_start = ctx.get("data_interval_start")
+        if interval_start is None:  # triggered with no logical date: the last complete month
+            interval_start = ctx["dag"].timetable.infer_manual_data_interval(run_after=ctx["dag_run"].run_after).start
         plan = plan_run(
             dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
-            data_interval_start=ctx.get("data_interval_start"), config=CONFIG,
+            data_interval_start=interval_start, config=CONFIG,
         )
         if plan.backend != "batch":
             raise ValueError(f"backend {plan.backend!r} is not available in this DAG yet; use 'batch'")

@@ -9,6 +9,7 @@ the published CSV does not account for every staged image.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -22,17 +23,40 @@ from include.monthly.layout import parse_month
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_dag(month: str, backend: str) -> str:
-    """``dag.test()`` the monthly DAG with ``month``; returns the run's final state."""
-    subprocess.run(["airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-    from airflow.dag_processing.dagbag import DagBag
+def run_dag(month: str, backend: str, log_path: Path) -> str:
+    """``dag.test()`` the monthly DAG with ``month``, its task logs going to ``log_path``; returns the final state."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running monthly_detection for {month} on the local stack (task logs: {log_path}) ...", flush=True)
+    with open(log_path, "w") as log, _redirected(log):
+        subprocess.run(["airflow", "db", "migrate"], check=True, stdout=log, stderr=log)
+        from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    dag = bag.dags["monthly_detection"]
-    run = dag.test(run_conf={"month": month, "backend": backend})
+        bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+        if bag.import_errors:
+            raise SystemExit(f"DAG import errors: {bag.import_errors}")
+        run = bag.dags["monthly_detection"].test(run_conf={"month": month, "backend": backend})
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print("  " + ", ".join(f"{task} {state}" for task, state in states.items()))
     return str(run.state)
+
+
+@contextlib.contextmanager
+def _redirected(stream):
+    """Send this process's stdout and stderr (file descriptors included) to ``stream``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(stream.fileno(), 1)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def save_outputs(month_text: str, dest_root: Path) -> tuple[Path, dict]:
@@ -72,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="batch", choices=["batch", "aml"])
     parser.add_argument("--output", default=str(PROJECT_ROOT / "demo-output"))
     args = parser.parse_args(argv)
-    parse_month(args.month)
-    state = run_dag(args.month, args.backend)
+    log_path = PROJECT_ROOT / ".local" / f"demo-{parse_month(args.month).key}.log"
+    state = run_dag(args.month, args.backend, log_path)
     if state != "success":
-        print(f"the DAG run for {args.month} ended {state}; see the task logs above", file=sys.stderr)
+        tail = log_path.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail), file=sys.stderr)
+        print(f"the DAG run for {args.month} ended {state}; full task logs in {log_path}", file=sys.stderr)
         return 1
     dest, summary = save_outputs(args.month, Path(args.output))
     text = describe(dest, summary)

@@ -6,3 +6,9 @@ Shaped like a provider package: ``hooks`` wrap the official SDK clients,
 the Airflow plugins folder, which every Airflow component (scheduler, worker,
 triggerer, API server) puts on its import path.
 """
+
+import logging
+
+# The Azure SDK logs every request's and response's headers at INFO, which buries
+# the progress lines users watch in task logs. Raise this logger's level to see them.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
