@@ -25,8 +25,9 @@ TOY_SCRIPT = textwrap.dedent(
     import pandas as pd
 
     def init():
-        global TAG
+        global TAG, WEIGHTS
         TAG = sys.argv[sys.argv.index("--tag") + 1] if "--tag" in sys.argv else ""
+        WEIGHTS = os.path.getsize(sys.argv[sys.argv.index("--weights") + 1]) if "--weights" in sys.argv else ""
         if os.environ.get("FAIL_INIT"):
             raise RuntimeError("model weights missing")
 
@@ -40,7 +41,7 @@ TOY_SCRIPT = textwrap.dedent(
                 time.sleep(60)
             if name.startswith("nap"):
                 time.sleep(1)
-            rows.append({"image": name, "bytes": os.path.getsize(path), "tag": TAG})
+            rows.append({"image": name, "bytes": os.path.getsize(path), "tag": TAG, "weights_bytes": WEIGHTS})
         return pd.DataFrame(rows)
     """
 )
@@ -57,7 +58,7 @@ def read_output(local_aml, job_name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def submit_direct(hook: AzureMLHook, code: Path, prefix: str, **settings) -> str:
+def submit_direct(hook: AzureMLHook, code: Path, prefix: str, weights: str | None = None, **settings) -> str:
     """Submit the scoring pipeline with the hook alone (no Airflow task), return the job name."""
     name = f"direct-{uuid.uuid4().hex[:10]}"
     job = build_scoring_pipeline(
@@ -72,6 +73,7 @@ def submit_direct(hook: AzureMLHook, code: Path, prefix: str, **settings) -> str
         compute="gpu-cluster",
         job_name=name,
         experiment_name="tests",
+        weights=weights,
     )
     from azure.ai.ml.entities import AmlCompute
 

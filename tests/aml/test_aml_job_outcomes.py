@@ -70,6 +70,22 @@ def test_run_timeout_counts_as_a_failed_try(aml_conn_id, local_aml, toy_code):
     assert "slow0.jpg" in event["message"] and "exceeded the timeout of 2s" in event["message"]
 
 
+def test_weights_reach_the_entry_script_from_a_datastore_file_or_a_registered_model(aml_conn_id, local_aml, toy_code):
+    from azure.ai.ml.entities import Model
+
+    hook = AzureMLHook(aml_conn_id)
+    local_aml.workspace_store.upload_blob("models/toy/weights.pt", b"w" * 42, overwrite=True)
+    hook.client.models.create_or_update(
+        Model(name="toy-weights", version="3", type="custom_model",
+              path="azureml://datastores/workspaceblobstore/paths/models/toy/weights.pt")
+    )
+    prefix = month(local_aml, {"img0.jpg": b"a"})
+    for weights in ("azureml://datastores/workspaceblobstore/paths/models/toy/weights.pt", "azureml:toy-weights:3"):
+        name = submit_direct(hook, toy_code, prefix, weights=weights)
+        assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed", weights
+        assert [r["weights_bytes"] for r in read_output(local_aml, name)] == ["42"], weights
+
+
 def test_failing_init_fails_the_job_with_its_error(aml_conn_id, local_aml, toy_code):
     hook = AzureMLHook(aml_conn_id)
     prefix = month(local_aml, {"img0.jpg": b"a"})

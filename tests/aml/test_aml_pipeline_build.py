@@ -38,8 +38,9 @@ def settings(**overrides) -> ParallelScoringSettings:
     return ParallelScoringSettings(**values)
 
 
-def build(**overrides):
+def build(weights: str | None = None, **overrides):
     return build_scoring_pipeline(
+        weights=weights,
         settings=settings(**overrides),
         input_path=datastore_uri("images", "202401"),
         output_path=datastore_uri("workspaceblobstore", "predictions/202401"),
@@ -89,6 +90,26 @@ def test_rest_object_carries_every_setting() -> None:
     environment = task["environment"]
     assert environment["image"] == "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
     assert environment["conda_file"]["dependencies"][-1] == {"pip": ["ultralytics==8.4.0", "pandas"]}
+
+
+@pytest.mark.parametrize(
+    ("weights", "input_type"),
+    [("azureml://datastores/workspaceblobstore/paths/models/yolov8n.pt", "uri_file"),
+     ("azureml:yolov8n:2", "custom_model")],
+)
+def test_weights_are_an_input_handed_to_the_script(weights, input_type) -> None:
+    job = build(weights=weights)
+    assert job._validate().passed
+    rest = job._to_rest_object().as_dict()["properties"]
+    assert rest["inputs"]["weights"]["jobInputType"] == input_type
+    (step,) = rest["jobs"].values()
+    assert step["inputs"]["weights"]["value"] == "${{parent.inputs.weights}}"
+    assert "--weights ${{inputs.weights}} --append_row_file_name predictions.csv" in step["task"]["program_arguments"]
+
+
+def test_weights_elsewhere_than_a_datastore_are_refused() -> None:
+    with pytest.raises(ValueError, match="weights '/home/me/yolov8n.pt'"):
+        build(weights="/home/me/yolov8n.pt")
 
 
 def test_registered_environment_is_referenced_by_name() -> None:

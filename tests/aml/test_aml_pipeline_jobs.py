@@ -42,12 +42,14 @@ def test_real_score_py_scores_every_image_of_the_month(aml_dag, aml_conn_id, loc
         "people/zidane.jpg": (assets_dir / "zidane.jpg").read_bytes(),
         "broken.jpg": b"not an image at all",
     })
+    local_aml.workspace_store.upload_blob("models/yolo/yolov8n.pt", weights_path.read_bytes(), overwrite=True)
     code_dir = PROJECT_ROOT / "include" / "scoring"
     state, states, log, run = run_dag(
         aml_dag, capfd,
         input_path=prefix, month="2024-01", code_dir=str(code_dir), entry_script="score.py",
         program_arguments="--root ${{inputs.images}} --conf 0.25 --imgsz 640 --batch-size 2",
-        environment_variables={"YOLO_WEIGHTS": str(weights_path), "SCORING_DEVICE": "cpu"},
+        weights="azureml://datastores/workspaceblobstore/paths/models/yolo/yolov8n.pt",
+        environment_variables={"SCORING_DEVICE": "cpu", "YOLO_WEIGHTS": "/nonexistent/not-these.pt"},
         mini_batch_size=2,
     )
     assert state == "success", log[-4000:]

@@ -49,6 +49,7 @@ with DAG(
         image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
         pip_packages=["ultralytics==8.4.*", "pandas"],
         program_arguments="{{ dag_run.conf.get('program_arguments', '') }}",
+        weights="{{ dag_run.conf.get('weights') }}",
         mini_batch_size="{{ dag_run.conf.get('mini_batch_size', 2) }}",
         error_threshold="{{ dag_run.conf.get('error_threshold', -1) }}",
         mini_batch_error_threshold="{{ dag_run.conf.get('mini_batch_error_threshold', -1) }}",

@@ -66,6 +66,8 @@ class RunPlan:
     environment_variables: dict[str, str] = field(default_factory=dict)
     #: a model (file or folder) to download and expose as AZUREML_MODEL_DIR
     model: BlobLocation | None = None
+    #: further inputs (a file or a folder each), downloaded and put where ${{inputs.<name>}} is
+    extra_inputs: dict[str, BlobLocation] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunPlan:
@@ -73,6 +75,7 @@ class RunPlan:
         for key in ("code", "input", "output", "model"):
             if values.get(key) is not None:
                 values[key] = BlobLocation(**values[key])
+        values["extra_inputs"] = {k: BlobLocation(**v) for k, v in (values.get("extra_inputs") or {}).items()}
         return cls(**values)
 
 
@@ -198,6 +201,11 @@ class JobScheduler:
 
         input_name = self._binding_name(setting("input_data") or "", "inputs", f"step {step_name} input_data")
         input_uri = self._resolve_io(props, node, "inputs", input_name, step_name)
+        extra_inputs = {}
+        for name in node.get("inputs") or {}:
+            if name != input_name:
+                uri = self._resolve_io(props, node, "inputs", name, step_name) or ""
+                extra_inputs[name] = self._input_location(uri, f"input {name}")
         output = None
         append_row_to = task.get("append_row_to")
         if append_row_to:
@@ -239,7 +247,18 @@ class JobScheduler:
             instance_count=_int(resources.get("instance_count"), 1, "instance_count"),
             max_concurrency_per_instance=_int(setting("max_concurrency_per_instance"), 1, "max_concurrency_per_instance"),
             environment_variables={str(k): str(v) for k, v in (setting("environment_variables") or {}).items()},
+            extra_inputs=extra_inputs,
         )
+
+    def _input_location(self, uri: str, what: str) -> BlobLocation:
+        """A datastore path, or a registered model (whose files are on a datastore)."""
+        short = re.fullmatch(r"azureml:([^/:]+):([^/:]+)", uri)  # azureml:<name>:<version>
+        if short:
+            uri = f"models/{short[1]}/versions/{short[2]}"
+        if re.search(r"(^|/)models/[^/]+/versions/[^/]+$", uri) and not uri.startswith("azureml://datastores/"):
+            model = self._resource(uri, f"model of {what}")
+            uri = _short_uri(model["properties"].get("modelUri") or "")
+        return self._datastore_location(uri, what)
 
     @staticmethod
     def _binding_name(value: str, kind: str, what: str) -> str:
@@ -432,8 +451,7 @@ class JobScheduler:
         model = None
         asset = (dep.get("model") or {}).get("assetId")
         if asset:
-            model_doc = self._resource(asset, "model")
-            model = self._datastore_location(_short_uri(model_doc["properties"].get("modelUri") or ""), "model path")
+            model = self._input_location(asset, "deployment model")
         code = dep.get("codeConfiguration") or {}
         retry = dep.get("retrySettings") or {}
         return RunPlan(

@@ -252,8 +252,8 @@ class ParallelRun:
                 raise JobFailed(f"a worker died during init() (exit code {worker.process.exitcode})")
 
 
-def download_model(account: Any, container: str, path: str, target: Path) -> None:
-    """A registered model: one blob (a weights file) or every blob under a folder."""
+def download_model(account: Any, container: str, path: str, target: Path) -> Path:
+    """A model or file input: one blob (returns the file) or every blob under a folder (returns target)."""
     from include.local_azure.aml_service.blob import download_prefix
 
     if target.exists():
@@ -265,9 +265,10 @@ def download_model(account: Any, container: str, path: str, target: Path) -> Non
         target.mkdir(parents=True)
         with open(target / Path(path).name, "wb") as handle:
             blob.download_blob().readinto(handle)
-        return
+        return target / Path(path).name
     if not download_prefix(account, container, path, target):
-        raise FileNotFoundError(f"model path {container}/{path} holds no files")
+        raise FileNotFoundError(f"input path {container}/{path} holds no files")
+    return target
 
 
 def main(spec_file: str, work_dir: str) -> int:
@@ -293,9 +294,13 @@ def main(spec_file: str, work_dir: str) -> int:
             model_dir = work / "model"
             download_model(account, plan["model"]["container"], plan["model"]["path"], model_dir)
             plan["environment_variables"] = {**plan["environment_variables"], "AZUREML_MODEL_DIR": str(model_dir)}
-        # Azure ML mounts the input and puts its path where the arguments say ${{inputs.<name>}}.
-        placeholder = "${{inputs.%s}}" % plan["input_name"]
-        plan["program_arguments"] = [a.replace(placeholder, str(input_dir)) for a in plan["program_arguments"]]
+        # Azure ML mounts (or downloads) each input and puts its path where the arguments say ${{inputs.<name>}}.
+        paths = {plan["input_name"]: input_dir}
+        for name, location in (plan.get("extra_inputs") or {}).items():
+            paths[name] = download_model(account, location["container"], location["path"], work / "inputs" / name)
+        for name, path in paths.items():
+            placeholder = "${{inputs.%s}}" % name
+            plan["program_arguments"] = [a.replace(placeholder, str(path)) for a in plan["program_arguments"]]
         out_csv = work / "append_row.csv"
         out_csv.unlink(missing_ok=True)
         say("STATUS", "Running")

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 PREDICTIONS_OUTPUT = "predictions"
 #: Input name of the parallel step: the folder whose files are scored.
 IMAGES_INPUT = "images"
+#: Input name of the model weights handed to the entry script (optional).
+WEIGHTS_INPUT = "weights"
 #: Program argument with which Azure ML's parallel runner names the append_row file.
 APPEND_ROW_FILE_ARG = "--append_row_file_name"
 
@@ -115,22 +117,40 @@ def build_scoring_pipeline(
     experiment_name: str,
     tags: dict[str, str] | None = None,
     display_name: str | None = None,
+    weights: str | None = None,
+    weights_argument: str = "--weights",
 ) -> PipelineJob:
     """A pipeline job with one parallel step scoring every file under input_path.
 
     input_path is a ``uri_folder`` such as ``azureml://datastores/<ds>/paths/202401/``;
     output_path is where the appended rows file is written (None: the workspace default).
+    weights, when given, is a second input handed to the entry script as
+    ``<weights_argument> <local path>``: a file on a datastore
+    (``azureml://datastores/<ds>/paths/models/yolov8n.pt``) or a registered model
+    (``azureml:<name>:<version>``).
     """
     from azure.ai.ml import Input, Output, dsl
     from azure.ai.ml.entities._job.parallel.retry_settings import RetrySettings
     from azure.ai.ml.parallel import RunFunction, parallel_run_function
 
     settings.validate()
-    program_arguments = f"{settings.program_arguments} {APPEND_ROW_FILE_ARG} {settings.output_file_name}".strip()
+    program_arguments = settings.program_arguments
+    inputs = {IMAGES_INPUT: Input(type="uri_folder", mode="ro_mount")}
+    weights_input = None
+    if weights:
+        weights_type = "custom_model" if re.fullmatch(r"azureml:[^/]+:[^/]+", weights) else "uri_file"
+        if weights_type == "uri_file" and not weights.startswith("azureml://datastores/"):
+            raise ValueError(
+                f"weights {weights!r}: give azureml://datastores/<ds>/paths/<file> or azureml:<model>:<version>"
+            )
+        inputs[WEIGHTS_INPUT] = Input(type=weights_type, mode="download")
+        weights_input = Input(type=weights_type, path=weights)
+        program_arguments = f"{program_arguments} {weights_argument} ${{{{inputs.{WEIGHTS_INPUT}}}}}"
+    program_arguments = f"{program_arguments} {APPEND_ROW_FILE_ARG} {settings.output_file_name}".strip()
     step = parallel_run_function(
         name="parallel_scoring",
         display_name="Score every image (init/run)",
-        inputs={IMAGES_INPUT: Input(type="uri_folder", mode="ro_mount")},
+        inputs=inputs,
         outputs={PREDICTIONS_OUTPUT: Output(type="uri_folder", mode="rw_mount")},
         input_data=f"${{{{inputs.{IMAGES_INPUT}}}}}",
         instance_count=settings.instance_count,
@@ -151,12 +171,22 @@ def build_scoring_pipeline(
         ),
     )
 
-    @dsl.pipeline(name="parallel_scoring_pipeline", compute=compute, description="Parallel scoring")
-    def scoring_pipeline(images):  # no annotations: the dsl reads them, and they are strings here
-        scored = step(images=images)
-        return {PREDICTIONS_OUTPUT: scored.outputs[PREDICTIONS_OUTPUT]}
+    images = Input(type="uri_folder", path=input_path)
+    # No annotations below: the dsl reads them, and with postponed evaluation they are strings.
+    if weights_input is None:
 
-    job = scoring_pipeline(images=Input(type="uri_folder", path=input_path))
+        @dsl.pipeline(name="parallel_scoring_pipeline", compute=compute, description="Parallel scoring")
+        def scoring_pipeline(images):
+            return {PREDICTIONS_OUTPUT: step(images=images).outputs[PREDICTIONS_OUTPUT]}
+
+        job = scoring_pipeline(images=images)
+    else:
+
+        @dsl.pipeline(name="parallel_scoring_pipeline", compute=compute, description="Parallel scoring")
+        def scoring_pipeline_with_weights(images, weights):
+            return {PREDICTIONS_OUTPUT: step(images=images, weights=weights).outputs[PREDICTIONS_OUTPUT]}
+
+        job = scoring_pipeline_with_weights(images=images, weights=weights_input)
     job.name = job_name
     job.display_name = display_name or job_name
     job.experiment_name = experiment_name
@@ -352,6 +382,8 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
     :param output_path: folder on output_datastore (default ``azureml/<job name>/predictions``).
     :param output_file_name: name of the appended-rows file.
     :param program_arguments: arguments for the entry script; ``${{inputs.images}}`` is the input folder.
+    :param weights: model weights as a second input: ``azureml://datastores/<ds>/paths/<file>`` or
+        ``azureml:<model>:<version>``; the entry script gets ``--weights <local path>``.
     :param mini_batch_size, instance_count, max_concurrency_per_instance, error_threshold,
         mini_batch_error_threshold, max_retries, retry_timeout_seconds, environment_variables,
         logging_level: the parallel step's settings (see ParallelScoringSettings).
@@ -371,7 +403,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
         "input_datastore", "input_path", "output_datastore", "output_path", "compute", "month",
         "job_name", "experiment_name", "tags", "program_arguments", "mini_batch_size", "instance_count",
         "max_concurrency_per_instance", "error_threshold", "mini_batch_error_threshold", "max_retries",
-        "retry_timeout_seconds", "environment_variables", "code_dir", "entry_script", "timeout",
+        "retry_timeout_seconds", "environment_variables", "code_dir", "entry_script", "timeout", "weights",
     )
     operator_extra_links = (AzureMLStudioJobLink(),)
 
@@ -391,6 +423,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
         output_path: str | None = None,
         output_file_name: str = "predictions.csv",
         program_arguments: str = "",
+        weights: str | None = None,
         mini_batch_size: int = 10,
         instance_count: int = 1,
         max_concurrency_per_instance: int = 1,
@@ -425,6 +458,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
         self.output_path = output_path
         self.output_file_name = output_file_name
         self.program_arguments = program_arguments
+        self.weights = weights
         self.mini_batch_size = mini_batch_size
         self.instance_count = instance_count
         self.max_concurrency_per_instance = max_concurrency_per_instance
@@ -493,6 +527,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
             job_name=job_name,
             experiment_name=self.experiment_name,
             tags=self.job_tags(context),
+            weights=self.weights or None,
         )
 
     def execute(self, context: Context) -> str:
