@@ -75,11 +75,23 @@ def test_credential_choice_follows_the_connection(monkeypatch) -> None:
         "azure_ml_spn": ({"login": "id", "password": "secret", "extra": {**base, "tenant_id": "t"}}, ClientSecretCredential),
         "azure_ml_mi": ({"extra": {**base, "managed_identity_client_id": "mi"}}, ManagedIdentityCredential),
         "azure_ml_dac": ({"extra": base}, DefaultAzureCredential),
-        "azure_ml_static": ({"password": "tok", "extra": {**base, "auth": "static_token"}}, StaticTokenCredential),
+        "azure_ml_static": (
+            {"password": "tok", "extra": {**base, "auth": "static_token", "resource_manager_url": "http://127.0.0.1:1/"}},
+            StaticTokenCredential,
+        ),
     }
     for conn_id, (conn, expected) in cases.items():
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "azure_ml", **conn}))
         assert isinstance(AzureMLHook(conn_id).get_credential(), expected), conn_id
+
+
+def test_static_token_is_refused_for_a_remote_endpoint(monkeypatch) -> None:
+    extra = {"subscription_id": "s", "resource_group": "r", "workspace_name": "w", "auth": "static_token",
+             "resource_manager_url": "https://management.azure.com/"}
+    monkeypatch.setenv("AIRFLOW_CONN_AZURE_ML_REMOTE_STATIC",
+                       json.dumps({"conn_type": "azure_ml", "password": "tok", "extra": extra}))
+    with pytest.raises(ValueError, match="only for the local endpoint"):
+        AzureMLHook("azure_ml_remote_static").get_credential()
 
 
 def test_password_is_masked_in_logs(aml_conn_id: str, local_aml) -> None:

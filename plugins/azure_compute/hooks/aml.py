@@ -3,11 +3,11 @@
 The connection (conn_type ``azure_ml``) names the workspace and how to sign in:
 
 - extras ``subscription_id``, ``resource_group``, ``workspace_name`` (required);
-- login/password = service principal client id/secret (+ extra ``tenant_id``)
-  -> ``ClientSecretCredential``;
+- login/password = service principal client id/secret (+ extra ``tenant_id``, and
+  ``authority_host`` for a sovereign cloud) -> ``ClientSecretCredential``;
 - else extra ``managed_identity_client_id`` -> ``ManagedIdentityCredential``;
-- else extra ``auth`` = ``static_token`` with the token in the password -> a fixed
-  bearer token (only for the local Azure ML endpoint of the embedded stack);
+- else extra ``auth`` = ``static_token`` with a shared secret in the password -> tokens
+  signed with that secret (only for the local Azure ML endpoint of the embedded stack);
 - else ``DefaultAzureCredential``.
 
 Extra ``resource_manager_url`` (e.g. ``http://127.0.0.1:8765/``) points every ARM call
@@ -30,7 +30,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 
 #: Azure ML job states, as the service reports them.
 JOB_SUCCESS_STATES = frozenset({"Completed"})
-JOB_FAILURE_STATES = frozenset({"Failed", "Canceled", "NotResponding"})
+JOB_FAILURE_STATES = frozenset({"Failed", "Canceled"})
 JOB_TERMINAL_STATES = JOB_SUCCESS_STATES | JOB_FAILURE_STATES
 
 STUDIO_URL = "https://ml.azure.com"
@@ -179,6 +179,11 @@ class AzureMLHook(BaseHook):
         conn = self._connection
         extras = self.extras
         if extras.get("auth") == "static_token":
+            if not is_loopback_http(extras.get("resource_manager_url", "")):
+                raise ValueError(
+                    f"Airflow connection {self.azure_ml_conn_id!r}: auth 'static_token' is only for the local "
+                    "endpoint; resource_manager_url must be http://127.0.0.1:<port>/"
+                )
             return StaticTokenCredential(conn.password or "")
         if conn.login and conn.password:
             from azure.identity import ClientSecretCredential

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
@@ -130,7 +131,7 @@ def build_scoring_pipeline(
     (``azureml:<name>:<version>``).
     """
     from azure.ai.ml import Input, Output, dsl
-    from azure.ai.ml.entities._job.parallel.retry_settings import RetrySettings
+    from azure.ai.ml.entities import RetrySettings
     from azure.ai.ml.parallel import RunFunction, parallel_run_function
 
     settings.validate()
@@ -227,7 +228,7 @@ class _WaitsForJob:
     timeout: float | None
     log: Any
 
-    @property
+    @cached_property
     def hook(self) -> AzureMLHook:
         return AzureMLHook(self.azure_ml_conn_id)
 

@@ -10,7 +10,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from azure_compute.hooks.aml import JOB_SUCCESS_STATES, JOB_TERMINAL_STATES, AzureMLHook, job_status
 
-
 #: Transient poll errors (after the SDK's own retries) tolerated in a row before the wait fails.
 MAX_CONSECUTIVE_POLL_FAILURES = 3
 
@@ -18,9 +17,11 @@ MAX_CONSECUTIVE_POLL_FAILURES = 3
 class AzureMLJobTrigger(BaseTrigger):
     """Poll an Azure ML job until it reaches a terminal state, then fire one event.
 
-    The event is ``{"status": "success"|"failure"|"timeout", "job_name", "job_status",
-    "message", "studio_url"}``. The SDK is synchronous, so each poll runs in a thread and
-    never blocks the triggerer's event loop.
+    The event is ``{"status", "job_name", "job_status", "message", "studio_url"}`` with
+    status ``success`` (Completed), ``failure`` (Failed or Canceled), ``timeout`` or
+    ``error`` (the job could not be read: wrong credential, no such job, or repeated
+    transient errors). The SDK is synchronous, so each poll runs in a thread and never
+    blocks the triggerer's event loop. Status changes are logged as they are seen.
 
     :param job_name: the Azure ML job to watch.
     :param azure_ml_conn_id: Airflow connection of type ``azure_ml``.
