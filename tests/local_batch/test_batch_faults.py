@@ -110,7 +110,6 @@ def test_restart_mid_run_loses_nothing_and_requeues_the_running_task(local_batch
     assert sorted(t.id for t in client.list_tasks(job_id)) == ["r0", "r1", "r2"]
     wait_for_tasks(client, job_id, 3, timeout=60)
     tasks = {t.id: t for t in client.list_tasks(job_id)}
-    print({t.id: (t.execution_info.as_dict(), read_file(client, job_id, t.id, "stderr.txt")) for t in tasks.values()})
     assert tasks[running.id].execution_info.requeue_count == 1
     assert {t.execution_info.result for t in tasks.values()} == {"success"}
     assert sorted(done_log.read_text().split()) == ["r0", "r1", "r2"], "the interrupted task ran to completion once"

@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     async def on_startup(_app: web.Application) -> None:
         engine.start()
 
+    async def on_shutdown(_app: web.Application) -> None:
+        engine.stop()  # first thing on SIGTERM: no result is recorded from here on
+
     async def on_cleanup(_app: web.Application) -> None:
-        engine.stop()
         store.close()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     print(f"local Azure Batch service for account {args.account} on {config.base_url}, state in {state_dir}", flush=True)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -110,7 +111,10 @@ class Engine:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop scheduling and kill every process we started (their tasks requeue on the next start)."""
+        """Stop scheduling and kill every process we started (their tasks requeue on the next start).
+
+        Once stopping, no worker records a result or saves anything: whatever ran is rerun after a restart.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread:
@@ -547,7 +551,7 @@ class Engine:
             break
         with self.lock:
             node = self.nodes.get(pool_id, {}).get(node_id)
-            if node is None or node["_boot"] != boot:
+            if self._stop.is_set() or node is None or node["_boot"] != boot:
                 return
             info = node["startTaskInfo"]
             info.update(state="completed", endTime=now_iso(), retryCount=retry)
@@ -1029,8 +1033,7 @@ class Engine:
             stderr.write_text(f"{err}\n")
             return None, {"category": "usererror", "code": "CommandProgramNotFound", "message": f"The specified command program is not found: {err.strerror}"}
         with self.lock:
-            current = self._current_attempt(key)
-            if current != attempt:
+            if self._stop.is_set() or self._current_attempt(key) != attempt:
                 runner.kill(proc)
                 proc.wait()
                 return None, None
@@ -1040,8 +1043,14 @@ class Engine:
                 task["_pid"] = proc.pid
                 self.store.save_tasks(key[1], [task])
         returncode = proc.wait()
+        if returncode == -signal.SIGTERM:
+            # we only ever SIGKILL; a SIGTERM most likely hit the process while it was still in the
+            # service's process group (between fork and setsid) as the service was being stopped
+            self._stop.wait(2.0)
         with self.lock:
             running = self.procs.pop(key, None)
+            if self._stop.is_set():
+                return None, None  # stopping: the task stays running in the store and is requeued on start
         reason = running.kill_reason if running else None
         if reason == "wallclock":
             return runner.exit_code_of(returncode), {
@@ -1077,7 +1086,7 @@ class Engine:
     def _finish_task(self, job_id: str, task_id: str, attempt: int, exit_code: int | None,
                      failure: dict | None, upload_error: dict | None) -> None:
         task = self.tasks.get(job_id, {}).get(task_id)
-        if task is None or task.get("_attempt") != attempt or task["state"] != "running":
+        if self._stop.is_set() or task is None or task.get("_attempt") != attempt or task["state"] != "running":
             return
         self._release_slot(task)
         info = task["executionInfo"]
