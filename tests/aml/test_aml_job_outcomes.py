@@ -185,12 +185,15 @@ def wait_for_status(hook: AzureMLHook, name: str, wanted: str, limit: float = 12
 
 def test_job_moves_through_its_states_in_order(aml_conn_id, local_aml, toy_code):
     hook = AzureMLHook(aml_conn_id)
-    prefix = month(local_aml, {"nap0.jpg": b"a", "nap1.jpg": b"b"})
-    name = submit_direct(hook, toy_code, prefix, mini_batch_size=1)
+    prefix = month(local_aml, {"nap0.jpg": b"a", "nap1.jpg": b"b", "nap2.jpg": b"c", "nap3.jpg": b"d"})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=2, instance_count=2, max_concurrency_per_instance=1)
     seen = wait_for_status(hook, name, "Completed")
     order = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"]
     assert seen[-1] == "Completed" and "Running" in seen
     assert seen == sorted(seen, key=order.index)  # never backwards
+    assert "2 mini batch(es) of up to 2 file(s), 2 worker process(es) (2 instance(s) x 1 per instance)" in (
+        runner_log(local_aml, name)
+    )
 
 
 def test_restart_during_a_run_runs_the_job_again_to_completion(aml_conn_id, local_aml, toy_code):

@@ -195,6 +195,9 @@ class ParallelRun:
         count = max(1, min(count, len(self.batches)))
         if not self.batches:
             return self.progress
+        log(f"{len(self.batches)} mini batch(es) of up to {self.plan['mini_batch_size']} file(s), "
+            f"{count} worker process(es) ({self.plan['instance_count']} instance(s) x "
+            f"{self.plan['max_concurrency_per_instance']} per instance)")
         for _ in range(count):
             self.start_worker()
         timeout = self.plan["timeout_seconds"]
