@@ -50,6 +50,16 @@ def test_failed_mini_batch_beyond_the_threshold_fails_the_job_naming_it(aml_conn
     assert hook.get_job(name).properties["azureml.error"] in event["message"]
 
 
+def test_odd_file_names_reach_run_as_plain_paths(aml_conn_id, local_aml, toy_code):
+    hook = AzureMLHook(aml_conn_id)
+    names = ["a b.jpg", "ünïcode.jpg", "$(touch pwned).jpg", "q'uote;`x`.jpg", "-dash.jpg", "deep/er/x.jpg"]
+    prefix = month(local_aml, {name: b"z" for name in names})
+    name = submit_direct(hook, toy_code, prefix, mini_batch_size=4)
+    assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed"
+    assert sorted(r["image"] for r in read_output(local_aml, name)) == sorted(n.rsplit("/", 1)[-1] for n in names)
+    assert not any(local_aml.runs_dir.glob(f"{name}/**/pwned"))  # no name ever went through a shell
+
+
 def test_failed_files_beyond_error_threshold_fail_the_job(aml_conn_id, local_aml, toy_code):
     hook = AzureMLHook(aml_conn_id)
     prefix = month(local_aml, {"bad0.jpg": b"a", "bad1.jpg": b"b", "img0.jpg": b"c"})

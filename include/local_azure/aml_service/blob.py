@@ -65,14 +65,20 @@ def download_prefix(account: StorageAccount, container: str, prefix: str, target
         relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
         if not relative or blob.name.endswith("/"):
             continue
-        destination = (target / relative).resolve()
-        if target.resolve() not in destination.parents:
+        destination = (target / safe_relative_path(relative)).resolve()
+        if target.resolve() not in destination.parents:  # cannot happen after safe_relative_path; belt and braces
             raise ValueError(f"blob name {blob.name!r} leaves the download folder")
         destination.parent.mkdir(parents=True, exist_ok=True)
         with open(destination, "wb") as handle:
             container_client.download_blob(blob.name).readinto(handle)
         files.append(destination)
     return sorted(files)
+
+
+def safe_relative_path(name: str) -> str:
+    """A blob name as a path that stays inside the download folder ('..' and '.' segments renamed)."""
+    parts = [part for part in name.split("/") if part]
+    return "/".join("__" if part == ".." else "_" if part == "." else part for part in parts)
 
 
 def upload_file(account: StorageAccount, container: str, blob_name: str, source: Path) -> None:
