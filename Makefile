@@ -71,3 +71,8 @@ local-up: venv node
 
 local-down:
 	$(PY) -m include.local_azure.stack down
+
+# Benchmarks (issue 7): figures side by side in one run -> bench-results.json and a table.
+.PHONY: bench
+bench: venv node
+	$(PY) -m bench

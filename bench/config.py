@@ -1,0 +1,54 @@
+"""Every knob of `make bench` in one place: sizes, timings, and the targets from issue 7."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_PATH = PROJECT_ROOT / "bench-results.json"
+DEFAULT_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n.pt"
+
+# Scoring: 200 images made from the wheel's bus.jpg / zidane.jpg, long side 640..1920 px.
+SCORING_IMAGES = 200
+IMAGE_SEED = 7
+IMAGE_LONG_SIDES = (640, 800, 960, 1280, 1600, 1920)
+SCORING_BATCH_SIZE = 8
+SCORING_IMGSZ = 640
+SCORING_CONF = 0.25
+SCORING_ROUNDS = 2  # every side runs this many times, interleaved; the best round counts
+
+# Batch API requests: the DAG's shape for 10,000 images in 100 shards.
+REQUEST_IMAGES = 10_000
+REQUEST_SHARDS = 100
+
+# Merge: 2,000 shard CSVs holding 2,000,000 rows in Azurite.
+MERGE_SHARDS = 2_000
+MERGE_ROWS = 2_000_000
+MERGE_UPLOAD_THREADS = 8
+
+# Worker slots: one Batch job of this length, waited for in both modes at once.
+SLOT_JOB_SECONDS = 150
+SLOT_POKE_INTERVAL = 15
+SLOT_RUN_TIMEOUT = 600  # seconds: the DAG run must finish by then
+
+TARGETS = {
+    "scoring_speedup_vs_baseline": ">= 2",
+    "add_task_requests_per_100_shards": "<= 1",
+    "poll_requests_per_cycle": "== 1",
+    "merge_peak_rss_mb": "< 150",
+    "merge_faster_than_pandas": "merge_seconds < pandas_merge_seconds",
+    "deferrable_share_of_poke": "<= 5 %",
+}
+
+
+def weights_path() -> Path:
+    """$YOLO_WEIGHTS, else the team's shared yolov8n.pt."""
+    return Path(os.environ.get("YOLO_WEIGHTS") or DEFAULT_WEIGHTS)
+
+
+def cpu_cores() -> int:
+    """CPUs this process may run on (the affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
