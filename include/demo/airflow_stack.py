@@ -36,7 +36,13 @@ def start_standalone(state_dir: Path, port: int = DEFAULT_PORT, env: dict[str, s
     """Start ``airflow standalone`` (idempotent) and wait until its API answers."""
     service = _service(state_dir)
     if service.pid() is None:
-        environment = {"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), **(env or {})}
+        environment = {
+            "AIRFLOW__API__HOST": "127.0.0.1",  # loopback only
+            "AIRFLOW__API__PORT": str(port),
+            # Workers report to the API server's execution API; it must follow the port.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            **(env or {}),
+        }
         service.start(["airflow", "standalone"], port=port, env=environment, timeout=timeout)
     else:
         wait_for_port(port, timeout=timeout)
