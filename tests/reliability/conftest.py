@@ -1,0 +1,48 @@
+"""Fixtures of the reliability tests: the production DAG on the local stack, a Blob fault proxy,
+(helpers are in reliability_helpers.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from include.local_azure.fault_proxy import BlobFaultProxy
+from reliability_helpers import parsed_monthly_dag
+
+@pytest.fixture(scope="module")
+def monthly_dag(batch_connections, weights_path):
+    with parsed_monthly_dag(weights_path) as dag:
+        yield dag
+
+
+@pytest.fixture(scope="module")
+def storage(azurite) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(azurite.connection_string)
+
+
+@pytest.fixture(scope="session")
+def blob_proxy(azurite):
+    """A fault-injecting proxy in front of the session's Azurite."""
+    proxy = BlobFaultProxy(azurite.blob_url).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def wasb_through_proxy(blob_proxy, batch_connections, monkeypatch):
+    """Point ``wasb_default`` (Airflow and, through the SAS URLs, the scoring tasks) at the proxy.
+
+    The storage SDK's backoff (15 s, then x3) is shortened through the connection's
+    extras, which the provider passes to ``BlobServiceClient``: a deployment can do the same.
+    """
+    monkeypatch.setenv("AIRFLOW_CONN_WASB_DEFAULT", json.dumps({
+        "conn_type": "wasb",
+        "extra": {"connection_string": blob_proxy.connection_string(ACCOUNT_NAME, ACCOUNT_KEY),
+                  "initial_backoff": 1, "increment_base": 1},
+    }))
+    blob_proxy.faults.clear()
+    blob_proxy.faults.reset_counts()
+    yield blob_proxy
+    blob_proxy.faults.clear()
