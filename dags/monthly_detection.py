@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from azure_compute.operators.batch import (
@@ -23,7 +24,7 @@ from azure_compute.operators.batch import (
 )
 from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
 from include.monthly.config import DagConfig
-from include.monthly.plan import BACKENDS, RunPlan, plan_run
+from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
@@ -90,10 +91,15 @@ with DAG(
         interval_start = ctx.get("data_interval_start")
         if interval_start is None:  # triggered with no logical date: the last complete month
             interval_start = ctx["dag"].timetable.infer_manual_data_interval(run_after=ctx["dag_run"].run_after).start
-        plan = plan_run(
-            dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
-            data_interval_start=interval_start, config=CONFIG,
-        )
+        try:
+            plan = plan_run(
+                dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
+                data_interval_start=interval_start, config=CONFIG,
+            )
+            require_connections(CONFIG.wasb_conn_id,
+                                CONFIG.azure_ml_conn_id if plan.backend == "aml" else CONFIG.azure_batch_conn_id)
+        except ValueError as err:  # a bad param or a missing connection stays bad: no retry
+            raise AirflowFailException(str(err)) from None
         if plan.backend != "batch":
             raise ValueError(f"backend {plan.backend!r} is not available in this DAG yet; use 'batch'")
         print(f"month {plan.month}: job {plan.job_id}, pool {plan.pool_id}, run key {plan.run_key}")

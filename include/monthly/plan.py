@@ -104,3 +104,23 @@ def plan_run(
         shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, conf=conf,
         imgsz=imgsz, batch_size=batch_size, weights=weights, error_threshold=threshold,
     )
+
+
+def require_connections(*conn_ids: str) -> None:
+    """Fail naming every Airflow connection the run needs that is not defined.
+
+    Checked by the first task, so a missing connection stops the run before
+    anything is staged in Blob Storage or created in Batch.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    missing = []
+    for conn_id in conn_ids:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            missing.append(repr(conn_id))
+    if missing:
+        raise ValueError(f"Airflow connection(s) {', '.join(missing)} not defined; add them "
+                         "(Admin > Connections, or AIRFLOW_CONN_<ID> variables) before running")
