@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -19,6 +19,8 @@ from azure_compute.batch_progress import JobProgress, PoolReadiness
 from azure_compute.hooks.batch import BatchHook
 
 _TRANSIENT_ERRORS_TOLERATED = 5
+#: Statuses that mean the credentials were refused.
+_REFUSED = (401, 403)
 
 
 class _BatchPollingTrigger(BaseTrigger):
@@ -48,10 +50,10 @@ class _BatchPollingTrigger(BaseTrigger):
                 try:
                     event = await self.poll(client)
                     transient_errors = 0
-                except (ResourceNotFoundError, ClientAuthenticationError) as err:
-                    yield TriggerEvent({"status": "error", "message": _first_line(err)})
-                    return
                 except Exception as err:  # noqa: BLE001 - a blip must not end a multi-hour wait
+                    if _is_final(err):
+                        yield TriggerEvent({"status": "error", "message": _first_line(err)})
+                        return
                     transient_errors += 1
                     self.log.warning("poll failed (%d in a row): %s", transient_errors, _first_line(err))
                     if transient_errors > _TRANSIENT_ERRORS_TOLERATED:
@@ -67,6 +69,17 @@ class _BatchPollingTrigger(BaseTrigger):
                 await asyncio.sleep(self.poll_interval)
         finally:
             await client.close()
+
+
+def _is_final(err: BaseException) -> bool:
+    """A missing resource or refused credentials: polling again cannot help.
+
+    Batch answers a wrong shared key with 403 AuthenticationFailed, which the SDK
+    raises as a plain HttpResponseError (only 401 maps to ClientAuthenticationError).
+    """
+    if isinstance(err, (ResourceNotFoundError, ClientAuthenticationError)):
+        return True
+    return isinstance(err, HttpResponseError) and err.status_code in _REFUSED
 
 
 def _first_line(err: BaseException) -> str:
