@@ -1,7 +1,9 @@
-"""Monthly YOLOv8 detection over a month's Blob folder, on Azure Batch GPU spot nodes.
+"""Monthly YOLOv8 detection over a month's Blob folder, on Azure Batch GPU spot nodes or Azure ML.
 
-validate → stage → [ensure pool (setup)] → create job → add tasks → wait (deferrable)
-→ merge → publish → [teardown], with teardown running whatever failed.
+backend=batch: validate → stage → [ensure pool (setup)] → nodes ready → create job → add tasks
+               → wait (deferrable) → merge → publish → [teardown], teardown running whatever failed.
+backend=aml:   validate → stage → ensure compute → submit pipeline job (deferrable wait)
+               → shard the output → merge → publish. The cluster scales to zero by itself.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from azure_compute.operators.aml import AzureMLEnsureComputeOperator, AzureMLSubmitPipelineJobOperator
 from azure_compute.operators.batch import (
     AzureBatchAddTasksOperator,
     AzureBatchCreateJobOperator,
@@ -28,7 +31,8 @@ from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connection
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
-SCORE_SCRIPT = Path(__file__).resolve().parents[1] / "include" / "scoring" / "score.py"
+SCORING_DIR = Path(__file__).resolve().parents[1] / "include" / "scoring"
+SCORE_SCRIPT = SCORING_DIR / "score.py"
 PREDICTIONS = Asset(name="monthly_predictions", uri=f"wasb://{CONFIG.output_container}/predictions.csv")
 
 DOC = """
@@ -39,7 +43,9 @@ and `summary.json`. The run at the start of a month processes the month before
 (the data interval). Trigger with params to pick a month (`2024-01`) or to
 override the shard size, node counts, confidence or weights. Backfill with
 `airflow backfill create --dag-id monthly_detection --from-date 2024-02-01 --to-date 2024-04-01`.
-Teardown deletes the run's pool whatever happened.
+Teardown deletes the run's pool whatever happened. With `backend=aml` the same
+scoring script runs as an Azure ML parallel job on a low-priority cluster, and the
+same merge and publish give the same CSV.
 """
 
 
@@ -100,8 +106,6 @@ with DAG(
                                 CONFIG.azure_ml_conn_id if plan.backend == "aml" else CONFIG.azure_batch_conn_id)
         except ValueError as err:  # a bad param or a missing connection stays bad: no retry
             raise AirflowFailException(str(err)) from None
-        if plan.backend != "batch":
-            raise ValueError(f"backend {plan.backend!r} is not available in this DAG yet; use 'batch'")
         print(f"month {plan.month}: job {plan.job_id}, pool {plan.pool_id}, run key {plan.run_key}")
         return plan.as_dict()
 
@@ -132,12 +136,12 @@ with DAG(
         return {"stage": result.to_dict(), "weights_blob": weights_blob, "started_at": time.time()}
 
     @task.branch
-    def any_images(staged: dict) -> str:
-        """An empty month skips the pool entirely and publishes an empty result."""
+    def choose_path(staged: dict) -> str:
+        """The chosen backend; an empty month skips compute entirely and publishes an empty result."""
         if staged["stage"]["image_count"] == 0:
-            print("no images in this month's folder: publishing an empty result, no pool is created")
+            print("no images in this month's folder: publishing an empty result, no compute is started")
             return "merge"
-        return "ensure_pool"
+        return "ensure_compute" if _plan(get_current_context()["ti"]).backend == "aml" else "ensure_pool"
 
     @task
     def build_tasks(staged: dict) -> list[dict]:
@@ -147,6 +151,21 @@ with DAG(
         plan = _plan(get_current_context()["ti"])
         input_url = _hooks().get_container_client(CONFIG.input_container).url
         return scoring_task_specs(StageResult.from_dict(staged["stage"]), plan, CONFIG, input_url, staged["weights_blob"])
+
+    @task
+    def shard_aml_output(staged: dict) -> dict:
+        """Route Azure ML's appended rows to the staged shards, so both backends share one merge."""
+        from include.monthly.aml_results import appended_rows, split_into_shards
+        from include.monthly.staging import StageResult
+
+        ti = get_current_context()["ti"]
+        location = ti.xcom_pull(task_ids="submit", key="predictions")
+        service = _hooks()
+        rows = appended_rows(service.get_container_client(location["container"]), location["path"])
+        counts = split_into_shards(service.get_container_client(CONFIG.work_container),
+                                   StageResult.from_dict(staged["stage"]), rows)
+        print(f"Azure ML output routed to {len(counts)} shards, {sum(counts.values())} rows")
+        return counts
 
     @task(trigger_rule="none_failed_min_one_success")
     def merge(staged: dict) -> dict:
@@ -178,7 +197,9 @@ with DAG(
         stage_result = StageResult.from_dict(staged["stage"])
         service = _hooks()
         work = service.get_container_client(CONFIG.work_container)
-        node_time = _node_time_seconds(_plan(ctx["ti"]).job_id) if stage_result.image_count else 0.0
+        plan = _plan(ctx["ti"])
+        # Node time comes from Batch's task records; Azure ML bills per cluster node (see its studio page).
+        node_time = _node_time_seconds(plan.job_id) if stage_result.image_count and plan.backend == "batch" else 0.0
         summary = build_summary(
             stage_result, MergeReport(**merged), run_id=ctx["run_id"],
             node_time_seconds=node_time, wall_time_seconds=time.time() - staged["started_at"],
@@ -207,7 +228,7 @@ with DAG(
     validated = validate()
     staged = stage()
     validated >> staged
-    branch = any_images(staged)
+    branch = choose_path(staged)
 
     ensure_pool = AzureBatchEnsurePoolOperator(
         task_id="ensure_pool",
@@ -260,6 +281,47 @@ with DAG(
         deferrable=True,
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
+    ensure_compute = AzureMLEnsureComputeOperator(
+        task_id="ensure_compute",
+        compute_name=CONFIG.aml_compute,
+        size=CONFIG.vm_size,
+        tier="{{ 'low_priority' if ti.xcom_pull(task_ids='validate')['spot_nodes'] else 'dedicated' }}",
+        min_instances=0,
+        max_instances="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] + ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
+        azure_ml_conn_id=CONFIG.azure_ml_conn_id,
+    )
+    submit = AzureMLSubmitPipelineJobOperator(
+        task_id="submit",
+        input_datastore=CONFIG.input_container,
+        input_path="{{ ti.xcom_pull(task_ids='validate')['month_key'] }}/",
+        compute="{{ ti.xcom_pull(task_ids='ensure_compute') }}",
+        code_dir=str(SCORING_DIR),
+        entry_script="score.py",
+        image=CONFIG.aml_image,
+        pip_packages=CONFIG.aml_pip_packages.split(),
+        program_arguments=(
+            "--root {% raw %}${{inputs.images}}{% endraw %}"  # Azure ML's own expression, not Jinja
+            " --conf {{ ti.xcom_pull(task_ids='validate')['conf'] }}"
+            " --imgsz {{ ti.xcom_pull(task_ids='validate')['imgsz'] }}"
+            " --batch-size {{ ti.xcom_pull(task_ids='validate')['batch_size'] }}"
+        ),
+        # The run's copy of the weights, through the datastore named like the work container.
+        weights="{{ ('azureml://datastores/" + CONFIG.work_container + "/paths/' ~ ti.xcom_pull(task_ids='stage')['weights_blob'])"
+                " if ti.xcom_pull(task_ids='stage')['weights_blob'] else None }}",
+        mini_batch_size="{{ ti.xcom_pull(task_ids='validate')['shard_size'] }}",
+        instance_count="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] + ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
+        max_concurrency_per_instance=CONFIG.aml_max_concurrency_per_instance,
+        error_threshold=-1,  # failed files become error rows; the merge accounts for every image
+        mini_batch_error_threshold=-1,
+        output_datastore=CONFIG.work_container,
+        output_path="{{ 'runs/' ~ ti.xcom_pull(task_ids='validate')['month_key'] ~ '/' ~ ti.xcom_pull(task_ids='validate')['run_key'] ~ '/aml/' }}",
+        month="{{ ti.xcom_pull(task_ids='validate')['month'] }}",
+        deferrable=True,
+        poll_interval=CONFIG.poll_interval_s,
+        timeout=CONFIG.job_timeout_s,
+        azure_ml_conn_id=CONFIG.azure_ml_conn_id,
+    )
+    aml_rows = shard_aml_output(staged)
     merged = merge(staged)
     published = publish(staged, merged)
     teardown = AzureBatchTeardownOperator(
@@ -270,7 +332,8 @@ with DAG(
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
 
-    branch >> [ensure_pool, merged]
+    branch >> [ensure_pool, ensure_compute, merged]
+    ensure_compute >> submit >> aml_rows >> merged
     ensure_pool >> nodes_ready >> create_job >> add_tasks >> wait >> merged >> published
     ensure_pool >> teardown.as_teardown(setups=ensure_pool)
     wait >> teardown

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from include.local_azure.azurite import ACCOUNT_NAME, AzuriteEndpoint, start_azurite
+from include.local_azure.aml_service.launcher import AmlEndpoint, start_aml_service
 from include.local_azure.batch_service.launcher import start_batch_service
 from include.local_azure.processes import ServiceProcess
 
@@ -32,6 +33,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = PROJECT_ROOT / ".local"
 SERVICES_ENV = "services.env"
 BATCH_ACCOUNT_FILE = "batch-account.json"
+AML_TOKEN_FILE = "aml-token"
 BATCH_ACCOUNT_NAME = "localbatch"
 PRODUCT_CONTAINERS = ("images", "work", "predictions")
 READY_TIMEOUT_SECONDS = 60.0
@@ -57,6 +59,19 @@ class Stack:
             path.touch(mode=0o600)
             path.write_text(json.dumps(account, indent=2))
         return json.loads(path.read_text())
+
+    def aml_token(self) -> str:
+        """The local Azure ML endpoint's shared secret: generated once, then reused (owner-readable only)."""
+        path = self.state_dir / AML_TOKEN_FILE
+        if not path.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    @property
+    def aml(self) -> AmlEndpoint:
+        return AmlEndpoint(self.ports["aml"], self.aml_token(), self.state_dir)
 
 
 @dataclass(frozen=True)
@@ -134,9 +149,16 @@ def _batch_environment(stack: Stack) -> dict[str, str]:
     }
 
 
+# ---------------------------------------------------------------- Azure ML
+def _start_aml(stack: Stack) -> None:
+    start_aml_service(stack.state_dir, stack.ports["aml"], stack.azurite.connection_string, stack.aml_token())
+
+
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("azurite", "LOCAL_AZURITE_PORT", 10000, _start_azurite, _azurite_answers, _azurite_environment),
     ServiceSpec("batch", "LOCAL_BATCH_PORT", 10100, _start_batch, _batch_answers, _batch_environment),
+    ServiceSpec("aml", "LOCAL_AML_PORT", 10200, _start_aml, lambda stack: stack.aml.answers(),
+                lambda stack: stack.aml.environment()),
 ]
 
 

@@ -51,6 +51,11 @@ class DagConfig:
     job_timeout_s: int = 12 * 3600
     error_threshold: str = "0"
     poll_interval_s: int = 30
+    # Azure ML backend: a low-priority GPU cluster that scales to zero by itself.
+    aml_compute: str = "gpu-cluster"
+    aml_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
+    aml_pip_packages: str = "ultralytics==8.4.190 pandas"
+    aml_max_concurrency_per_instance: int = 1
     # What teardown does with the pool: resize_to_zero, delete or keep.
     pool_teardown: str = "delete"
     tags: tuple[str, ...] = field(default=("yolo", "azure-batch", "monthly"))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from azure_compute.links.aml import AzureMLStudioJobLink
 from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink
 
 
 class AzureComputePlugin(AirflowPlugin):
     name = "azure_compute"
-    operator_extra_links = [AzureBatchPoolLink(), AzureBatchJobLink()]
+    operator_extra_links = [AzureBatchPoolLink(), AzureBatchJobLink(), AzureMLStudioJobLink()]

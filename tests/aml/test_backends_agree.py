@@ -1,0 +1,82 @@
+"""The same month scored through backend=batch and backend=aml gives the same predictions.csv
+(after sorting), from the same DAG, the same scoring script and the same weights."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from include.demo.seed import seed_month
+from include.local_azure.aml_service.launcher import start_aml_service, stop_aml_service
+from include.local_azure.processes import free_port
+from include.monthly.layout import parse_month
+from include.monthly.publish import load_published
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def product_aml(tmp_path_factory, azurite):
+    """A local Azure ML endpoint with the product's datastores (images, work, predictions), as `make local-up` has."""
+    state_dir = tmp_path_factory.mktemp("aml-product")
+    endpoint = start_aml_service(state_dir, free_port(), azurite.connection_string, secrets.token_urlsafe(16))
+    yield endpoint
+    stop_aml_service(state_dir)
+
+
+@pytest.fixture(scope="module")
+def monthly_dag(batch_connections, product_aml, weights_path):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_CONN_AZURE_ML_DEFAULT", json.dumps(product_aml.connection()))
+    for name, value in {
+        "WEIGHTS": str(weights_path), "PYTHON": sys.executable, "DEVICE": "cpu", "SHARD_SIZE": "4",
+        "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1", "SPOT_NODES": "2",
+    }.items():
+        mp.setenv(f"MONTHLY_DETECTION_{name}", value)
+    mp.setenv("OMP_NUM_THREADS", "1")
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    yield bag.dags["monthly_detection"]
+    mp.undo()
+
+
+def published_rows(storage: BlobServiceClient, month) -> tuple[list[dict], dict]:
+    published = load_published(storage.get_container_client("predictions"), month)
+    rows = list(csv.DictReader(io.StringIO(published.predictions.decode("utf-8"))))
+    key = lambda r: (r["image"], r["status"], r["class_name"], float(r["confidence"] or 0))  # noqa: E731
+    return sorted(rows, key=key), published.summary
+
+
+def test_batch_and_aml_backends_give_the_same_detections(monthly_dag, azurite, capfd):
+    storage = BlobServiceClient.from_connection_string(azurite.connection_string)
+    month = parse_month("2024-04")
+    seed_month(storage, "images", month, count=6)
+
+    results = {}
+    for backend in ("batch", "aml"):
+        run = monthly_dag.test(run_conf={"month": str(month), "backend": backend})
+        out, err = capfd.readouterr()
+        if str(run.state) != "success":
+            print(out + err)
+        assert str(run.state) == "success", backend
+        results[backend] = published_rows(storage, month)
+
+    (batch_rows, batch_summary), (aml_rows, aml_summary) = results["batch"], results["aml"]
+    assert len(batch_rows) == len(aml_rows) > 7
+    for ours, theirs in zip(batch_rows, aml_rows):
+        assert (ours["image"], ours["status"], ours["class_id"], ours["class_name"]) == \
+               (theirs["image"], theirs["status"], theirs["class_id"], theirs["class_name"])
+        if ours["status"] == "ok":
+            for column in ("confidence", "x1", "y1", "x2", "y2"):
+                assert float(ours[column]) == pytest.approx(float(theirs[column]), abs=0.02), column
+    for key in ("images", "detections_per_class", "status_counts", "skipped"):
+        assert batch_summary[key] == aml_summary[key], key
