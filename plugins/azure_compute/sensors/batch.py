@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowFailException
 
 from azure_compute.batch_progress import ErrorThreshold, JobProgress, PoolReadiness
 from azure_compute.hooks.batch import BatchHook
@@ -24,8 +25,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class AzureBatchJobFailedError(RuntimeError):
-    """More tasks failed than the error threshold allows."""
+class AzureBatchJobFailedError(AirflowFailException):
+    """More tasks failed than the error threshold allows.
+
+    Fails the sensor without Airflow retries: the job has finished, and waiting
+    on it again would only reach the same verdict after the retry delays.
+    """
 
 
 class AzureBatchJobSensor(BaseSensorOperator):
