@@ -133,6 +133,7 @@ def test_no_key_or_sas_signature_reaches_logs_xcom_or_rendered_fields(secured_ru
         "rendered fields": json.dumps([r.rendered_fields for r in rendered], default=str),
         "local Batch service log": "".join(p.read_text(errors="replace") for p in local_batch.state_dir.glob("*.log")),
     }
+    assert places["local Batch service log"] and len(places["task log"]) > 10_000  # there was something to scan
     for where, text in places.items():
         leaked = [secret[:6] + "..." for secret in secrets if secret in text]
         assert not leaked, f"secret(s) {leaked} found in the {where}"
