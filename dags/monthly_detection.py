@@ -59,6 +59,11 @@ def _plan(ti) -> RunPlan:
     return RunPlan(**ti.xcom_pull(task_ids="validate"))
 
 
+def plan_value(field: str) -> str:
+    """A template for one field of the validated run plan (rendered natively: ints stay ints)."""
+    return "{{ ti.xcom_pull(task_ids='validate')['%s'] }}" % field
+
+
 with DAG(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable(CONFIG.schedule_cron, timezone="UTC"),
@@ -133,7 +138,8 @@ with DAG(
                 work.upload_blob(weights_blob, fh, overwrite=True)
         print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
               f"{result.skipped_count} other files skipped")
-        return {"stage": result.to_dict(), "weights_blob": weights_blob, "started_at": time.time()}
+        return {"stage": result.to_dict(), "weights_blob": weights_blob, "work_prefix": paths.prefix,
+                "started_at": time.time()}
 
     @task.branch
     def choose_path(staged: dict) -> str:
@@ -232,10 +238,10 @@ with DAG(
 
     ensure_pool = AzureBatchEnsurePoolOperator(
         task_id="ensure_pool",
-        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        pool_id=plan_value("pool_id"),
         vm_size=CONFIG.vm_size,
-        target_dedicated_nodes="{{ ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
-        target_low_priority_nodes="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] }}",
+        target_dedicated_nodes=plan_value("dedicated_nodes"),
+        target_low_priority_nodes=plan_value("spot_nodes"),
         task_slots_per_node=CONFIG.task_slots_per_node,
         container_image=CONFIG.container_image or None,
         start_task_command=CONFIG.start_task_command or None,
@@ -245,7 +251,7 @@ with DAG(
     )
     nodes_ready = AzureBatchPoolReadySensor(
         task_id="nodes_ready",
-        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        pool_id=plan_value("pool_id"),
         min_ready_nodes=1,
         poke_interval=CONFIG.poll_interval_s,
         timeout=CONFIG.node_wait_timeout_s,
@@ -254,16 +260,16 @@ with DAG(
     )
     create_job = AzureBatchCreateJobOperator(
         task_id="create_job",
-        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
-        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
+        job_id=plan_value("job_id"),
+        pool_id=plan_value("pool_id"),
         max_task_retry_count=CONFIG.max_task_retry_count,
         max_wall_clock_time=timedelta(seconds=CONFIG.job_timeout_s),
-        metadata={"month": "{{ ti.xcom_pull(task_ids='validate')['month'] }}", "dag_id": DAG_ID},
+        metadata={"month": plan_value("month"), "dag_id": DAG_ID},
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
     add_tasks = AzureBatchAddTasksOperator(
         task_id="add_tasks",
-        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        job_id=plan_value("job_id"),
         tasks=build_tasks(staged),
         sas_expiry=timedelta(seconds=CONFIG.job_timeout_s),
         max_task_retry_count=CONFIG.max_task_retry_count,
@@ -273,9 +279,9 @@ with DAG(
     )
     wait = AzureBatchJobSensor(
         task_id="wait",
-        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        job_id=plan_value("job_id"),
         expected_tasks="{{ ti.xcom_pull(task_ids='add_tasks')['task_count'] }}",
-        error_threshold="{{ ti.xcom_pull(task_ids='validate')['error_threshold'] }}",
+        error_threshold=plan_value("error_threshold"),
         poke_interval=CONFIG.poll_interval_s,
         timeout=CONFIG.job_timeout_s,
         deferrable=True,
@@ -285,15 +291,15 @@ with DAG(
         task_id="ensure_compute",
         compute_name=CONFIG.aml_compute,
         size=CONFIG.vm_size,
-        tier="{{ 'low_priority' if ti.xcom_pull(task_ids='validate')['spot_nodes'] else 'dedicated' }}",
+        tier=plan_value("aml_tier"),
         min_instances=0,
-        max_instances="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] + ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
+        max_instances=plan_value("node_count"),
         azure_ml_conn_id=CONFIG.azure_ml_conn_id,
     )
     submit = AzureMLSubmitPipelineJobOperator(
         task_id="submit",
         input_datastore=CONFIG.input_container,
-        input_path="{{ ti.xcom_pull(task_ids='validate')['month_key'] }}/",
+        input_path="{{ ti.xcom_pull(task_ids='stage')['stage']['source_prefix'] }}",
         compute="{{ ti.xcom_pull(task_ids='ensure_compute') }}",
         code_dir=str(SCORING_DIR),
         entry_script="score.py",
@@ -308,14 +314,14 @@ with DAG(
         # The run's copy of the weights, through the datastore named like the work container.
         weights="{{ ('azureml://datastores/" + CONFIG.work_container + "/paths/' ~ ti.xcom_pull(task_ids='stage')['weights_blob'])"
                 " if ti.xcom_pull(task_ids='stage')['weights_blob'] else None }}",
-        mini_batch_size="{{ ti.xcom_pull(task_ids='validate')['shard_size'] }}",
-        instance_count="{{ ti.xcom_pull(task_ids='validate')['spot_nodes'] + ti.xcom_pull(task_ids='validate')['dedicated_nodes'] }}",
+        mini_batch_size=plan_value("shard_size"),
+        instance_count=plan_value("node_count"),
         max_concurrency_per_instance=CONFIG.aml_max_concurrency_per_instance,
         error_threshold=-1,  # failed files become error rows; the merge accounts for every image
         mini_batch_error_threshold=-1,
         output_datastore=CONFIG.work_container,
-        output_path="{{ 'runs/' ~ ti.xcom_pull(task_ids='validate')['month_key'] ~ '/' ~ ti.xcom_pull(task_ids='validate')['run_key'] ~ '/aml/' }}",
-        month="{{ ti.xcom_pull(task_ids='validate')['month'] }}",
+        output_path="{{ ti.xcom_pull(task_ids='stage')['work_prefix'] }}aml/",
+        month=plan_value("month"),
         deferrable=True,
         poll_interval=CONFIG.poll_interval_s,
         timeout=CONFIG.job_timeout_s,
@@ -326,8 +332,8 @@ with DAG(
     published = publish(staged, merged)
     teardown = AzureBatchTeardownOperator(
         task_id="teardown",
-        pool_id="{{ ti.xcom_pull(task_ids='validate')['pool_id'] }}",
-        job_id="{{ ti.xcom_pull(task_ids='validate')['job_id'] }}",
+        pool_id=plan_value("pool_id"),
+        job_id=plan_value("job_id"),
         pool_action=CONFIG.pool_teardown,
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )

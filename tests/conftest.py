@@ -150,6 +150,14 @@ def airflow_db() -> None:
 
 
 @pytest.fixture(scope="session")
+def storage(azurite):
+    """A Blob service client on the session's Azurite."""
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient.from_connection_string(azurite.connection_string)
+
+
+@pytest.fixture(scope="session")
 def batch_connections(local_batch, azurite, airflow_db):
     """``azure_batch_default`` and ``wasb_default`` as Airflow reads them from the environment."""
     mp = pytest.MonkeyPatch()
@@ -167,4 +175,28 @@ def batch_connections(local_batch, azurite, airflow_db):
         if not service.get_container_client(name).exists():
             service.create_container(name)
     yield local_batch
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def local_dag_env(weights_path) -> dict[str, str]:
+    """Settings of the monthly DAG on the local stack: the shipped weights, CPU, small shards, quick polls."""
+    settings = {
+        "WEIGHTS": str(weights_path), "PYTHON": sys.executable, "DEVICE": "cpu", "SHARD_SIZE": "4",
+        "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1", "SPOT_NODES": "2", "MAX_TASK_RETRY_COUNT": "1",
+    }
+    return {**{f"MONTHLY_DETECTION_{name}": value for name, value in settings.items()}, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def monthly_dag(request, batch_connections, local_dag_env):
+    """The production DAG parsed with ``local_dag_env``, plus a test module's ``MONTHLY_DAG_ENV`` overrides."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    mp = pytest.MonkeyPatch()
+    for name, value in {**local_dag_env, **getattr(request.module, "MONTHLY_DAG_ENV", {})}.items():
+        mp.setenv(name, value)
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    yield bag.dags["monthly_detection"]
     mp.undo()

@@ -29,6 +29,8 @@ class RunPlan:
     shard_size: int
     dedicated_nodes: int
     spot_nodes: int
+    node_count: int
+    aml_tier: str
     conf: float
     imgsz: int
     batch_size: int
@@ -101,7 +103,8 @@ def plan_run(
         month=str(month), month_key=month.key, backend=backend, run_id=run_id, run_key=key,
         job_id=job_id(dag_id, month, run_id),
         pool_id=f"{config.pool_prefix}-{key}"[:64].rstrip("-"),
-        shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, conf=conf,
+        shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, node_count=dedicated + spot,
+        aml_tier="low_priority" if spot else "dedicated", conf=conf,
         imgsz=imgsz, batch_size=batch_size, weights=weights, error_threshold=threshold,
     )
 

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import secrets
-import sys
-from pathlib import Path
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -18,7 +16,6 @@ from include.local_azure.processes import free_port
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 pytestmark = pytest.mark.slow
 
 
@@ -31,21 +28,11 @@ def product_aml(tmp_path_factory, azurite):
     stop_aml_service(state_dir)
 
 
-@pytest.fixture(scope="module")
-def monthly_dag(batch_connections, product_aml, weights_path):
+@pytest.fixture(scope="module", autouse=True)
+def aml_connection(product_aml):
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_CONN_AZURE_ML_DEFAULT", json.dumps(product_aml.connection()))
-    for name, value in {
-        "WEIGHTS": str(weights_path), "PYTHON": sys.executable, "DEVICE": "cpu", "SHARD_SIZE": "4",
-        "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1", "SPOT_NODES": "2",
-    }.items():
-        mp.setenv(f"MONTHLY_DETECTION_{name}", value)
-    mp.setenv("OMP_NUM_THREADS", "1")
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    yield bag.dags["monthly_detection"]
+    yield
     mp.undo()
 
 
@@ -56,8 +43,7 @@ def published_rows(storage: BlobServiceClient, month) -> tuple[list[dict], dict]
     return sorted(rows, key=key), published.summary
 
 
-def test_batch_and_aml_backends_give_the_same_detections(monthly_dag, azurite, capfd):
-    storage = BlobServiceClient.from_connection_string(azurite.connection_string)
+def test_batch_and_aml_backends_give_the_same_detections(monthly_dag, storage, capfd):
     month = parse_month("2024-04")
     seed_month(storage, "images", month, count=6)
 

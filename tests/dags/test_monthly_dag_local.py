@@ -4,41 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
-from pathlib import Path
 
-import pytest
-from azure.storage.blob import BlobServiceClient
 
 from include.demo.seed import seed_month
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-@pytest.fixture(scope="module")
-def monthly_dag(batch_connections, weights_path):
-    """The production DAG, parsed with the local stack's settings (small shards, CPU, quick polls)."""
-    mp = pytest.MonkeyPatch()
-    for name, value in {
-        "WEIGHTS": str(weights_path), "PYTHON": sys.executable, "DEVICE": "cpu", "SHARD_SIZE": "4",
-        "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1", "SPOT_NODES": "2", "MAX_TASK_RETRY_COUNT": "1",
-    }.items():
-        mp.setenv(f"MONTHLY_DETECTION_{name}", value)
-    mp.setenv("OMP_NUM_THREADS", "1")
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    yield bag.dags["monthly_detection"]
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def storage(azurite) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite.connection_string)
-
 
 def run_month(dag, capfd, month: str, **conf):
     run = dag.test(run_conf={"month": month, **conf})
@@ -87,7 +57,8 @@ def test_a_shard_failing_for_good_fails_the_run_naming_it_and_tears_down(monthly
     month = parse_month("2024-02")
     seed_month(storage, "images", month, count=6)
     batch_connections.emulator("POST", "/_emulator/faults",
-                               {"kind": "task_exit", "taskId": "^shard-00001$", "exitCode": 3, "attempts": 2})
+                               {"kind": "task_exit", "jobId": "-202402-", "taskId": "^shard-00001$",
+                                "exitCode": 3, "attempts": 2})
     state, states, log = run_month(monthly_dag, capfd, "2024-02")
     assert state == "failed"
     assert states["wait"] == "failed" and states["publish"] == "upstream_failed"
@@ -97,7 +68,8 @@ def test_a_shard_failing_for_good_fails_the_run_naming_it_and_tears_down(monthly
 
     # Within the error threshold, the failed shard's images become error rows instead.
     batch_connections.emulator("POST", "/_emulator/faults",
-                               {"kind": "task_exit", "taskId": "^shard-00001$", "exitCode": 3, "attempts": 2})
+                               {"kind": "task_exit", "jobId": "-202402-", "taskId": "^shard-00001$",
+                                "exitCode": 3, "attempts": 2})
     state, _, log = run_month(monthly_dag, capfd, "2024-02", error_threshold="50%")
     assert state == "success", log[-4000:]
     published = load_published(storage.get_container_client("predictions"), month)
@@ -106,3 +78,4 @@ def test_a_shard_failing_for_good_fails_the_run_naming_it_and_tears_down(monthly
     assert len(failed) == 3  # 7 images in shards of 4: shard-00001 held the last 3; none dropped
     assert published.summary["images"] == 7
     assert published.summary["failed_shards"].keys() == {"shard-00001"}
+    batch_connections.emulator("DELETE", "/_emulator/faults")

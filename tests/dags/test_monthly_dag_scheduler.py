@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from include.demo.airflow_stack import start_standalone, stop_standalone
 from include.demo.backfill import backfill_window, months_between, wait_for_backfill
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, batch_connections, azurite, weights_path) -> dict[str, str]:
+def airflow_env(tmp_path_factory, batch_connections, local_dag_env) -> dict[str, str]:
     """Environment of every Airflow component: a private home, the local connections, small shards."""
     home = tmp_path_factory.mktemp("airflow-standalone")
     env = {
@@ -36,12 +35,7 @@ def airflow_env(tmp_path_factory, batch_connections, azurite, weights_path) -> d
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": f"{PROJECT_ROOT}:{PROJECT_ROOT / 'plugins'}",
-        "OMP_NUM_THREADS": "1",
-        "MONTHLY_DETECTION_WEIGHTS": str(weights_path),
-        "MONTHLY_DETECTION_PYTHON": sys.executable,
-        "MONTHLY_DETECTION_DEVICE": "cpu",
-        "MONTHLY_DETECTION_SHARD_SIZE": "4",
-        "MONTHLY_DETECTION_BATCH_SIZE": "4",
+        **local_dag_env,
         "MONTHLY_DETECTION_POLL_INTERVAL_S": "2",
     }
     for name in ("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT"):
@@ -58,11 +52,6 @@ def airflow(tmp_path_factory, airflow_env):
         yield api
     finally:
         stop_standalone(state_dir)
-
-
-@pytest.fixture(scope="module")
-def storage(azurite) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
 def published_images(storage, month) -> tuple[set[str], dict]:
