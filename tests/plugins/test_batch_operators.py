@@ -146,3 +146,19 @@ def test_write_sas_cannot_read_what_it_writes(batch_connections):
     assert denied.value.status_code == 403
     with pytest.raises(HttpResponseError):
         list(writer.list_blobs())
+
+
+def test_teardown_leaves_a_pool_that_another_active_job_still_uses(batch_connections, local_batch):
+    from azure_compute.operators.batch import AzureBatchTeardownOperator
+
+    pool_id, job_id = _ids()
+    client = local_batch.client()
+    _pool_and_job(client, pool_id, job_id)
+    client.create_job(batch_models.BatchJobCreateOptions(id=job_id + "-other", pool_info=batch_models.BatchPoolInfo(pool_id=pool_id)))
+    teardown = AzureBatchTeardownOperator(task_id="teardown", pool_id=pool_id, job_id=job_id, pool_action="delete")
+    teardown.execute({})
+    assert client.get_job(job_id).state == batch_models.BatchJobState.COMPLETED  # our job ended
+    assert client.get_pool(pool_id).target_dedicated_nodes == 1                  # the shared pool stayed
+    BatchHook().terminate_job(job_id + "-other", "done")
+    teardown.execute({})
+    assert BatchHook().get_pool(pool_id) is None                                   # last user gone: deleted

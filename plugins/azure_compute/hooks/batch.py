@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.batch import BatchClient, models as batch_models
+from azure.batch.models._models import BatchJobTerminateOptions  # not exported by azure-batch 15.1
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -140,7 +141,7 @@ class BatchHook(AzureBatchHook):
         if job is None or job.state in (batch_models.BatchJobState.COMPLETED, batch_models.BatchJobState.TERMINATING):
             return False
         self.client.begin_terminate_job(
-            job_id, options=batch_models.BatchJobTerminateOptions(termination_reason=reason), polling_interval=1
+            job_id, options=BatchJobTerminateOptions(termination_reason=reason), polling_interval=1
         ).result()
         return True
 
@@ -150,6 +151,14 @@ class BatchHook(AzureBatchHook):
         except ResourceNotFoundError:
             return False
         return True
+
+    def active_jobs_on_pool(self, pool_id: str, exclude: str | None = None) -> list[str]:
+        """Ids of active jobs that run on ``pool_id`` (other than ``exclude``)."""
+        return [
+            job.id
+            for job in self.client.list_jobs(filter="state eq 'active'", select=["id", "poolInfo"])
+            if job.pool_info and job.pool_info.pool_id == pool_id and job.id != exclude
+        ]
 
     # -- tasks -------------------------------------------------------------
     def add_tasks(self, job_id: str, tasks: list[batch_models.BatchTaskCreateOptions]) -> AddTasksResult:

@@ -511,7 +511,8 @@ class AzureBatchTeardownOperator(BaseOperator):
     """Stop paying: end the job and shrink (or delete) the pool, even after failures.
 
     Use it as an Airflow teardown task (``.as_teardown(setups=...)``) so it runs
-    whatever happened upstream. Every step tolerates what is already gone.
+    whatever happened upstream. Every step tolerates what is already gone. A pool
+    that another active job still uses (a concurrent run sharing it) is left alone.
 
     :param pool_id: The pool (templated).
     :param job_id: The job, if one was created (templated; may be None).
@@ -552,9 +553,15 @@ class AzureBatchTeardownOperator(BaseOperator):
         elif self.job_id and self.job_action == "delete":
             if hook.delete_job(self.job_id):
                 self.log.info("deleted job %s", self.job_id)
+        if self.pool_action == "keep":
+            return
+        others = hook.active_jobs_on_pool(self.pool_id, exclude=self.job_id)
+        if others:
+            self.log.warning("pool %s left as it is: other active jobs still use it (%s)",
+                             self.pool_id, ", ".join(others[:10]))
+            return
         if self.pool_action == "resize_to_zero":
             hook.resize_pool(self.pool_id, 0, 0)
             self.log.info("pool %s resized to zero nodes", self.pool_id)
-        elif self.pool_action == "delete":
-            if hook.delete_pool(self.pool_id):
-                self.log.info("deleted pool %s", self.pool_id)
+        elif hook.delete_pool(self.pool_id):
+            self.log.info("deleted pool %s", self.pool_id)
