@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -40,31 +38,16 @@ def secured_run(monthly_dag, storage, local_batch, capfd_module):
 
 
 @pytest.fixture(scope="module")
-def capfd_module(tmp_path_factory):
-    """A module-scoped stand-in for capfd: file descriptors 1 and 2 go to a file during the module."""
-    path = tmp_path_factory.mktemp("captured") / "output.txt"
+def capfd_module(request):
+    """A module-scoped stand-in for capfd: reads pytest's global output capture."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
 
     class Capture:
         def readouterr(self) -> tuple[str, str]:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            return path.read_text(errors="replace"), ""
+            return capman.read_global_capture()
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "w") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield Capture()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    Capture().readouterr()  # start empty
+    return Capture()
 
 
 def _sas_of(url_or_token: str) -> dict[str, str]:
