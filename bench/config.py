@@ -15,7 +15,8 @@ IMAGE_LONG_SIDES = (640, 800, 960, 1280, 1600, 1920)
 SCORING_BATCH_SIZE = 8
 SCORING_IMGSZ = 640
 SCORING_CONF = 0.25
-SCORING_ROUNDS = 2  # every side runs this many times, interleaved; the best round counts
+SCORING_ROUNDS = 3  # every side runs this many times, interleaved; the best round counts
+SCORING_BUDGET_S = 420  # no new round starts after this many seconds (keeps make bench bounded)
 
 # Batch API requests: the DAG's shape for 10,000 images in 100 shards.
 REQUEST_IMAGES = 10_000

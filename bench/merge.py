@@ -8,9 +8,19 @@ Then each side runs in a fresh child process reading the same blobs:
   checks every row against the shard's manifest, writes predictions.csv).
 - ``pandas``: downloads each result blob, ``pandas.read_csv`` on it,
   ``pandas.concat`` of all frames, ``to_csv`` (no checks).
+- ``download`` (context): only downloads what each side reads (the result
+  blobs; the manifests, which only our merge reads to check the rows), to show
+  how much of either time is Azurite rather than CSV work.
+
+The two merges run twice, in the order ours, pandas, pandas, ours; each side's
+time is its faster run and its peak RSS the larger one.
 
 Time is measured inside the child (from the first request to the closed
-output); peak RSS is the child's ``ru_maxrss`` reported by the OS (``wait4``).
+output); peak RSS is the child's ``VmHWM`` from ``/proc/self/status`` read by
+the child as it finishes (the kernel's high-water mark of its resident set).
+``ru_maxrss`` from ``wait4`` is not used: Linux carries the parent's peak over
+into a child started by fork/vfork + exec, so it would report the (large)
+benchmark runner instead of the merge.
 """
 from __future__ import annotations
 
@@ -108,32 +118,52 @@ def _merge_pandas(container, stage_dict: dict[str, Any], out: Path) -> int:
     return len(merged)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM) in MiB, as the kernel counts it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)  # the kernel reports kB
+    raise RuntimeError("VmHWM missing from /proc/self/status (not Linux?)")
+
+
+def _download_only(container, stage_dict: dict[str, Any]) -> dict[str, float]:
+    from include.monthly.layout import RunPaths, parse_month
+
+    paths = RunPaths(parse_month(stage_dict["month"]), stage_dict["run_key"])
+    timings = {}
+    for what, names in (("results", [paths.result(shard["id"]) for shard in stage_dict["shards"]]),
+                        ("manifests", [shard["manifest"] for shard in stage_dict["shards"]])):
+        started = time.perf_counter()
+        for name in names:
+            container.get_blob_client(name).download_blob().readall()
+        timings[f"download_{what}_seconds"] = round(time.perf_counter() - started, 3)
+    return timings
+
+
 def run_side(side: str, stage_file: Path, out: Path) -> dict[str, Any]:
     """One side, in this (child) process; the connection string comes from the environment."""
     from azure.storage.blob import BlobServiceClient
 
     stage_dict = json.loads(stage_file.read_text())
     container = BlobServiceClient.from_connection_string(os.environ[CONNECTION_ENV]).get_container_client(WORK_CONTAINER)
+    if side == "download":
+        return {"side": side, **_download_only(container, stage_dict)}
     started = time.perf_counter()
     rows = (_merge_ours if side == "ours" else _merge_pandas)(container, stage_dict, out)
-    return {"side": side, "rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+    seconds = time.perf_counter() - started
+    return {"side": side, "rows": rows, "seconds": round(seconds, 3), "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_side(side: str, stage_file: Path, out: Path, connection_string: str) -> dict[str, Any]:
-    """Run one side in a child process; add its peak RSS as the OS recorded it."""
+    """Run one side in a fresh child process and return what it measured."""
     env = {**os.environ, CONNECTION_ENV: connection_string}
     argv = [sys.executable, "-m", "bench.merge", side, "--stage", str(stage_file), "--out", str(out)]
-    with open(out.with_suffix(".log"), "w+") as log:
-        child = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-        stdout = child.stdout.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(f"merge side {side} failed (exit {child.returncode}): {log.read()[-2000:]}")
-    result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
-    result["output_bytes"] = out.stat().st_size
+    done = subprocess.run(argv, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"merge side {side} failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if out.exists():
+        result["output_bytes"] = out.stat().st_size
     return result
 
 
@@ -144,25 +174,38 @@ def run(connection_string: str, work_dir: Path) -> dict[str, Any]:
     stage_file = work_dir / "stage.json"
     stage_file.write_text(json.dumps(stage_shards(connection_string)))
     staging_seconds = time.perf_counter() - started
-    ours = measure_side("ours", stage_file, work_dir / "ours.csv", connection_string)
-    theirs = measure_side("pandas", stage_file, work_dir / "pandas.csv", connection_string)
-    if ours["rows"] != MERGE_ROWS or theirs["rows"] != MERGE_ROWS:
-        raise RuntimeError(f"merged rows differ from {MERGE_ROWS}: ours {ours['rows']}, pandas {theirs['rows']}")
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "pandas": []}
+    for side in ("ours", "pandas", "pandas", "ours"):
+        runs[side].append(measure_side(side, stage_file, work_dir / f"{side}.csv", connection_string))
+    rows = {r["rows"] for side_runs in runs.values() for r in side_runs}
+    if rows != {MERGE_ROWS}:
+        raise RuntimeError(f"merged row counts {sorted(rows)} differ from the {MERGE_ROWS} staged rows")
+    download = measure_side("download", stage_file, work_dir / "download.csv", connection_string)
+    ours = {"seconds": min(r["seconds"] for r in runs["ours"]), "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["ours"]),
+            "output_bytes": runs["ours"][-1]["output_bytes"]}
+    theirs = {"seconds": min(r["seconds"] for r in runs["pandas"]),
+              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["pandas"]),
+              "output_bytes": runs["pandas"][-1]["output_bytes"]}
     return {
-        "merge_rows": ours["rows"],
+        "merge_rows": MERGE_ROWS,
         "merge_seconds": ours["seconds"],
         "merge_peak_rss_mb": ours["peak_rss_mb"],
         "pandas_merge_seconds": theirs["seconds"],
         "pandas_peak_rss_mb": theirs["peak_rss_mb"],
         "merge_context": {"shards": MERGE_SHARDS, "rows": MERGE_ROWS, "source": "Azurite (work container)",
+                          "peak_rss_source": "VmHWM of each child process",
                           "staging_seconds": round(staging_seconds, 1),
+                          "statistic": "faster of two runs (order ours, pandas, pandas, ours); larger peak RSS",
+                          "seconds_by_run": {side: [r["seconds"] for r in side_runs] for side, side_runs in runs.items()},
+                          "download_results_seconds": download["download_results_seconds"],
+                          "download_manifests_seconds": download["download_manifests_seconds"],
                           "ours_output_bytes": ours["output_bytes"], "pandas_output_bytes": theirs["output_bytes"]},
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="one side of the merge benchmark (child process)")
-    parser.add_argument("side", choices=("ours", "pandas"))
+    parser.add_argument("side", choices=("ours", "pandas", "download"))
     parser.add_argument("--stage", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

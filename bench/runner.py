@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.config import RESULTS_PATH, SCORING_ROUNDS, TARGETS, cpu_cores, weights_path
+from bench.config import RESULTS_PATH, SCORING_BUDGET_S, SCORING_ROUNDS, TARGETS, cpu_cores, weights_path
 
 log = logging.getLogger("bench")
 
@@ -156,15 +156,17 @@ def main(work_dir: Path) -> int:
             raise FileNotFoundError(f"weights not found at {weights}; set YOLO_WEIGHTS")
         context.update(_context(weights, threads))
 
-        from bench import batch_requests, decode, merge, scoring, slots
+        from bench import batch_requests, decode, merge, network, scoring, slots
         from bench.images import describe_images, make_images
         from bench.stack import start_stack
 
         images_dir = work_dir / "images"
         images = make_images(images_dir)
         context["images"] = describe_images(images)
-        step("scoring", lambda: scoring.run(images_dir, work_dir / "scoring", weights, threads, SCORING_ROUNDS))
+        step("scoring", lambda: scoring.run(images_dir, work_dir / "scoring", weights, threads,
+                                                  SCORING_ROUNDS, SCORING_BUDGET_S))
         step("decode", lambda: decode.run(images, work_dir / "decode"))
+        step("network", lambda: network.run(images, weights, threads))
         stack = start_stack(work_dir / "stack")
         step("batch_requests", lambda: batch_requests.run(stack.batch))
         step("merge", lambda: merge.run(stack.azurite.connection_string, work_dir / "merge"))

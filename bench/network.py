@@ -1,0 +1,55 @@
+"""The network alone on CPU: 640x640 square batches (score.py) versus one image at a time, minimal letterbox.
+
+Explains the scoring figures: on a CPU the network is most of the time, so its
+input shape matters more than any per-image overhead. The images are decoded
+and shrunk first (score.py's ``decode``), so only ``model.predict`` is timed.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.config import PROJECT_ROOT, SCORING_BATCH_SIZE, SCORING_CONF, SCORING_IMGSZ
+
+SAMPLE = 48  # images (a multiple of the batch size)
+
+
+def _best_rate(count: int, action, passes: int = 3) -> float:
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return round(count / best, 2)
+
+
+def run(images: list[Path], weights: Path, threads: int) -> dict[str, Any]:
+    import torch
+
+    sys.path.insert(0, str(PROJECT_ROOT / "include" / "scoring"))
+    import score
+
+    arrays = [score.decode(path.read_bytes(), SCORING_IMGSZ, 100_000_000).pixels for path in images[:SAMPLE]]
+    model = score.load_model(weights, "cpu").model
+    common = {"imgsz": SCORING_IMGSZ, "conf": SCORING_CONF, "device": "cpu", "verbose": False}
+    model.predict(arrays[0], **common)  # warm-up (sets up the predictor, which resets torch's threads)
+    torch.set_num_threads(threads)
+
+    def square_batches() -> None:  # what score.py's _predict does
+        for start in range(0, len(arrays), SCORING_BATCH_SIZE):
+            model.predict(arrays[start:start + SCORING_BATCH_SIZE], batch=SCORING_BATCH_SIZE, rect=False, **common)
+
+    def one_by_one() -> None:  # what predict(path) does for a single image
+        for array in arrays:
+            model.predict(array, **common)
+
+    square = _best_rate(len(arrays), square_batches)
+    letterbox = _best_rate(len(arrays), one_by_one)
+    return {"network_context": {
+        "images": len(arrays), "torch_threads": torch.get_num_threads(),
+        "square_batch_images_per_s": square, "letterbox_batch1_images_per_s": letterbox,
+        "square_batch_ms_per_image": round(1000 / square, 1), "letterbox_batch1_ms_per_image": round(1000 / letterbox, 1),
+        "note": "model.predict only, on images already decoded and shrunk to 640 px; best of 3 passes",
+    }}
