@@ -5,6 +5,7 @@ inference with the shipped weights, real Airflow.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -188,15 +189,57 @@ def local_dag_env(weights_path) -> dict[str, str]:
     return {**{f"MONTHLY_DETECTION_{name}": value for name, value in settings.items()}, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def monthly_dag(request, batch_connections, local_dag_env):
-    """The production DAG parsed with ``local_dag_env``, plus a test module's ``MONTHLY_DAG_ENV`` overrides."""
-    from airflow.dag_processing.dagbag import DagBag
+@pytest.fixture(scope="session")
+def parse_monthly_dag(batch_connections, local_dag_env):
+    """``with parse_monthly_dag(**env) as dag``: the production DAG parsed with ``local_dag_env`` plus
+    ``env``; the settings stay in the environment while the DAG is in use, as on a worker."""
 
-    mp = pytest.MonkeyPatch()
-    for name, value in {**local_dag_env, **getattr(request.module, "MONTHLY_DAG_ENV", {})}.items():
-        mp.setenv(name, value)
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
-    assert bag.import_errors == {}
-    yield bag.dags["monthly_detection"]
-    mp.undo()
+    @contextlib.contextmanager
+    def parse(**overrides: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        mp = pytest.MonkeyPatch()
+        try:
+            for name, value in {**local_dag_env, **overrides}.items():
+                mp.setenv(name, value)
+            bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+            assert bag.import_errors == {}, bag.import_errors
+            yield bag.dags["monthly_detection"]
+        finally:
+            mp.undo()
+
+    return parse
+
+
+@pytest.fixture(scope="module")
+def monthly_dag_overrides() -> dict[str, str]:
+    """Environment overrides of a test folder's ``monthly_dag`` (override this fixture to change them)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def monthly_dag(parse_monthly_dag, monthly_dag_overrides):
+    """The production DAG on the local stack (see ``local_dag_env``)."""
+    with parse_monthly_dag(**monthly_dag_overrides) as dag:
+        yield dag
+
+
+@pytest.fixture(scope="module")
+def standalone_env(tmp_path_factory, batch_connections, local_dag_env) -> dict[str, str]:
+    """Environment of every component of a test ``airflow standalone``: a private home, free
+    ports, no login, the local connections and the local DAG settings."""
+    env = {
+        "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow-standalone")),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": f"{PROJECT_ROOT}:{PROJECT_ROOT / 'plugins'}",
+        **local_dag_env,
+        "MONTHLY_DETECTION_POLL_INTERVAL_S": "2",
+    }
+    for name in ("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT"):
+        env[name] = os.environ[name]
+    return env

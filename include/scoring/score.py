@@ -78,7 +78,6 @@ import csv  # noqa: E402
 import email.utils  # noqa: E402
 import http.client  # noqa: E402
 import io  # noqa: E402
-import math  # noqa: E402
 import random  # noqa: E402
 import stat  # noqa: E402
 import sys  # noqa: E402
@@ -92,7 +91,7 @@ from collections import Counter, deque  # noqa: E402
 from collections.abc import Iterable, Iterator, Sequence  # noqa: E402
 from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass, field, replace  # noqa: E402
-from pathlib import Path, PurePosixPath  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402

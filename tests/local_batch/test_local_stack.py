@@ -17,8 +17,8 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 def _stack(command: str, state_dir, ports: dict[str, int]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT,
-           "LOCAL_AZURITE_PORT": str(ports["azurite"]), "LOCAL_BATCH_PORT": str(ports["batch"])}
+    env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "LOCAL_AZURITE_PORT": str(ports["azurite"]),
+           "LOCAL_BATCH_PORT": str(ports["batch"]), "LOCAL_AML_PORT": str(ports["aml"])}
     return subprocess.run([sys.executable, "-m", "include.local_azure.stack", command, "--state-dir", str(state_dir)],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
 
@@ -33,11 +33,11 @@ def _read_env(path) -> dict[str, str]:
 
 
 def test_stack_up_is_idempotent_writes_services_env_and_down_stops_it(tmp_path, monkeypatch):
-    ports = {"azurite": free_port(), "batch": free_port()}
+    ports = {"azurite": free_port(), "batch": free_port(), "aml": free_port()}
     try:
         first = _stack("up", tmp_path, ports)
         assert first.returncode == 0, first.stderr
-        pids = {name: ServiceProcess(name, tmp_path).pid() for name in ("azurite", "batch")}
+        pids = {name: ServiceProcess(name, tmp_path).pid() for name in ("azurite", "batch", "aml")}
         assert all(pids.values())
 
         second = _stack("up", tmp_path, ports)
@@ -49,7 +49,8 @@ def test_stack_up_is_idempotent_writes_services_env_and_down_stops_it(tmp_path, 
         assert oct(env_file.stat().st_mode & 0o777) == "0o600", "services.env holds keys"
         values = _read_env(env_file)
         assert set(values) >= {"AZURE_STORAGE_CONNECTION_STRING", "AZURE_BATCH_URL", "AZURE_BATCH_ACCOUNT",
-                               "AZURE_BATCH_KEY", "AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT"}
+                               "AZURE_BATCH_KEY", "AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT",
+                               "AZURE_ML_URL", "AIRFLOW_CONN_AZURE_ML_DEFAULT"}
         assert values["AZURE_BATCH_URL"] == f"http://127.0.0.1:{ports['batch']}"
         account = json.loads((tmp_path / "batch-account.json").read_text())
         assert values["AZURE_BATCH_KEY"] == account["key"]
@@ -72,7 +73,7 @@ def test_stack_up_is_idempotent_writes_services_env_and_down_stops_it(tmp_path, 
         assert wait_for_tasks(client, "stack-job", 1).succeeded == 1
 
         status = _stack("status", tmp_path, ports)
-        assert status.returncode == 0 and status.stdout.count("answers") == 2
+        assert status.returncode == 0 and status.stdout.count("answers") == len(ports)
     finally:
         down = _stack("down", tmp_path, ports)
     assert down.returncode == 0, down.stderr

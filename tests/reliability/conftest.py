@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from include.local_azure.fault_proxy import BlobFaultProxy
-from reliability_helpers import parsed_monthly_dag
 
 @pytest.fixture(scope="module")
-def monthly_dag(batch_connections, weights_path):
-    with parsed_monthly_dag(weights_path) as dag:
-        yield dag
-
-
-@pytest.fixture(scope="module")
-def storage(azurite) -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(azurite.connection_string)
+def monthly_dag_overrides() -> dict[str, str]:
+    """Reliability runs use shards of 2, so that a few images make several tasks."""
+    return {"MONTHLY_DETECTION_SHARD_SIZE": "2"}
 
 
 @pytest.fixture(scope="session")

@@ -1,51 +1,17 @@
 """Helpers of the reliability tests: run a month, read what it published, act mid-run."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import pytest
 
 from azure.storage.blob import BlobServiceClient
 
 from include.monthly.layout import Month
 from include.monthly.publish import load_published
-
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-#: The small-month settings every reliability run uses (CPU, shards of 2, quick polls).
-DAG_SETTINGS = {
-    "DEVICE": "cpu", "SHARD_SIZE": "2", "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1",
-    "SPOT_NODES": "2", "MAX_TASK_RETRY_COUNT": "1",
-}
-
-
-@contextlib.contextmanager
-def parsed_monthly_dag(weights_path: Path, **overrides: str) -> Iterator:
-    """The production DAG parsed with the local stack's settings plus ``MONTHLY_DETECTION_*`` overrides.
-
-    The settings stay in the environment while the DAG is in use, as they would on a worker.
-    """
-    mp = pytest.MonkeyPatch()
-    settings = {**DAG_SETTINGS, "WEIGHTS": str(weights_path), "PYTHON": sys.executable, **overrides}
-    for name, value in settings.items():
-        mp.setenv(f"MONTHLY_DETECTION_{name}", value)
-    mp.setenv("OMP_NUM_THREADS", "1")
-    from airflow.dag_processing.dagbag import DagBag
-
-    try:
-        bag = DagBag(dag_folder=str(DAGS))
-        assert bag.import_errors == {}, bag.import_errors
-        yield bag.dags["monthly_detection"]
-    finally:
-        mp.undo()
 
 
 def run_month(dag, capfd, month: str, logical_date=None, **conf) -> tuple[str, dict[str, str], str, str]:

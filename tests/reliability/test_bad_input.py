@@ -15,7 +15,6 @@ from PIL import Image
 from include.monthly.layout import parse_month
 from reliability_helpers import (
     assert_each_image_once,
-    parsed_monthly_dag,
     published_rows,
     run_month,
     upload,
@@ -123,11 +122,11 @@ def test_a_bad_parameter_is_refused_naming_it_before_anything_exists_in_batch(mo
     assert writes == {}
 
 
-def test_a_missing_connection_fails_validate_naming_it_before_anything_is_created(batch_connections, local_batch, storage, weights_path, capfd):
+def test_a_missing_connection_fails_validate_naming_it_before_anything_is_created(local_batch, storage, parse_monthly_dag, capfd):
     month = parse_month("2025-08")
     local_batch.emulator("DELETE", "requests")
     work_before = {b.name for b in storage.get_container_client("work").list_blobs()}
-    with parsed_monthly_dag(weights_path, AZURE_BATCH_CONN_ID="batch_conn_nobody_made") as dag:
+    with parse_monthly_dag(MONTHLY_DETECTION_AZURE_BATCH_CONN_ID="batch_conn_nobody_made") as dag:
         state, states, log, _ = run_month(dag, capfd, str(month))
     assert state == "failed"
     assert states["validate"] == "failed" and states["stage"] == "upstream_failed", states

@@ -8,9 +8,7 @@ where it was. Nothing is resubmitted: one job, each task added once and run once
 """
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -30,31 +28,14 @@ DAG_ID = "monthly_detection"
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, batch_connections, weights_path) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow-triggerer-test")
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+def airflow_env(standalone_env) -> dict[str, str]:
+    return {
+        **standalone_env,
         # a dead triggerer's triggers are adopted after 10 s without a heartbeat (default 30 s)
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": f"{PROJECT_ROOT}:{PROJECT_ROOT / 'plugins'}",
-        "OMP_NUM_THREADS": "1",
-        "MONTHLY_DETECTION_WEIGHTS": str(weights_path),
-        "MONTHLY_DETECTION_PYTHON": sys.executable,
-        "MONTHLY_DETECTION_DEVICE": "cpu",
         "MONTHLY_DETECTION_SHARD_SIZE": "2",
-        "MONTHLY_DETECTION_BATCH_SIZE": "4",
         "MONTHLY_DETECTION_SPOT_NODES": "1",  # shards one after another: a wait long enough to kill into
-        "MONTHLY_DETECTION_POLL_INTERVAL_S": "2",
     }
-    for name in ("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT"):
-        env[name] = os.environ[name]
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ real weights; nothing is mocked.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
