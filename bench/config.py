@@ -16,7 +16,8 @@ SCORING_BATCH_SIZE = 8
 SCORING_IMGSZ = 640
 SCORING_CONF = 0.25
 SCORING_ROUNDS = 3  # every side runs this many times, interleaved; the best round counts
-SCORING_BUDGET_S = 420  # no new round starts after this many seconds (keeps make bench bounded)
+SCORING_CHUNKS = 5  # a round scores the images in this many chunks, the sides taking turns on each
+SCORING_BUDGET_S = 480  # no new round starts after this many seconds (keeps make bench bounded)
 
 # Batch API requests: the DAG's shape for 10,000 images in 100 shards.
 REQUEST_IMAGES = 10_000

@@ -4,9 +4,10 @@ Each side lives in its own child process (``python -m bench.scoring SIDE ...``)
 with the same weights, the same torch thread count and the same 200 images. A
 child loads its model, scores one warm-up image, then waits; each time the
 parent writes ``run`` it scores the whole folder and answers with the seconds
-it took (model loading is never timed). The parent runs the sides in turn,
-round after round, rotating the order, so every side sees the same mix of
-quiet and busy moments on a shared machine; a side's figure is its best round.
+it took (model loading is never timed). The parent runs the sides in turn on
+chunks of 40 images, rotating the order, round after round, so every side sees
+the same mix of quiet and busy moments on a shared machine; a side's figure is
+its best round.
 
 - ``ours``: include/scoring/score.py's ``score_items`` (decode threads, batches
   of ``SCORING_BATCH_SIZE``) writing one CSV through its ``CsvOutput``.
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.config import PROJECT_ROOT, SCORING_BATCH_SIZE, SCORING_CONF, SCORING_IMGSZ
+from bench.config import PROJECT_ROOT, SCORING_BATCH_SIZE, SCORING_CHUNKS, SCORING_CONF, SCORING_IMGSZ
 
 SIDES = ("ours", "baseline", "stream", "baseline_nosave")
 MARK = "BENCH-SCORING "  # protocol lines start with this; libraries may print other lines to stdout
@@ -58,7 +59,7 @@ def _result_rows(name: str, result: Any) -> list[tuple]:
     return rows
 
 
-def _ours(images: list[Path], folder: Path, out: Path, weights: str) -> Callable[[], int]:
+def _ours(images: list[Path], out: Path, weights: str) -> Callable[[Path], int]:
     sys.path.insert(0, str(PROJECT_ROOT / "include" / "scoring"))
     import score
 
@@ -67,8 +68,8 @@ def _ours(images: list[Path], folder: Path, out: Path, weights: str) -> Callable
                               imgsz=SCORING_IMGSZ, conf=SCORING_CONF, workers=score._default_workers())
     list(score.score_paths(detector, images[:1], settings))  # warm-up
 
-    def once() -> int:
-        output = score.CsvOutput(out / "predictions.csv")
+    def once(folder: Path) -> int:
+        output = score.CsvOutput(out / f"{folder.name}.csv")
         rows = 0
         for image_rows in score.score_items(detector, score.iter_directory(folder), settings):
             output.write(image_rows)
@@ -79,7 +80,7 @@ def _ours(images: list[Path], folder: Path, out: Path, weights: str) -> Callable
     return once
 
 
-def _baseline(images: list[Path], out: Path, weights: str, save: bool) -> Callable[[], int]:
+def _baseline(images: list[Path], out: Path, weights: str, save: bool) -> Callable[[Path], int]:
     from ultralytics import YOLO
 
     model = YOLO(weights)
@@ -87,9 +88,9 @@ def _baseline(images: list[Path], out: Path, weights: str, save: bool) -> Callab
     labels = out / "labels"
     labels.mkdir(parents=True, exist_ok=True)
 
-    def once() -> int:
+    def once(folder: Path) -> int:
         rows = 0
-        for path in images:
+        for path in sorted(folder.glob("*.jpg")):
             # The article: result = model.predict("bus.jpg", save=True), then one upload per image.
             results = model.predict(str(path), save=save, project=str(out), name="predict", exist_ok=True, **PREDICT)
             with open(labels / f"{path.stem}.csv", "w", newline="") as handle:
@@ -103,15 +104,15 @@ def _baseline(images: list[Path], out: Path, weights: str, save: bool) -> Callab
     return once
 
 
-def _stream(images: list[Path], folder: Path, out: Path, weights: str) -> Callable[[], int]:
+def _stream(images: list[Path], out: Path, weights: str) -> Callable[[Path], int]:
     from ultralytics import YOLO
 
     model = YOLO(weights)
     model.predict(str(images[0]), **PREDICT)  # warm-up
 
-    def once() -> int:
+    def once(folder: Path) -> int:
         rows = 0
-        with open(out / "predictions.csv", "w", newline="") as handle:
+        with open(out / f"{folder.name}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(HEADER)
             for result in model.predict(str(folder), stream=True, **PREDICT):
@@ -124,28 +125,29 @@ def _stream(images: list[Path], folder: Path, out: Path, weights: str) -> Callab
 
 
 def serve(side: str, folder: Path, out: Path, weights: str, threads: int) -> None:
-    """Child process: prepare one side, then score the folder each time stdin says ``run``."""
+    """Child process: prepare one side, then score a folder each time stdin says ``run FOLDER``."""
     import torch
 
-    images = sorted(folder.glob("*.jpg"))
+    images = sorted(folder.rglob("*.jpg"))
     out.mkdir(parents=True, exist_ok=True)
     if side == "ours":
-        once = _ours(images, folder, out, weights)
+        once = _ours(images, out, weights)
     elif side in ("baseline", "baseline_nosave"):
         once = _baseline(images, out, weights, save=side == "baseline")
     else:
-        once = _stream(images, folder, out, weights)
+        once = _stream(images, out, weights)
     torch.set_num_threads(threads)  # after Ultralytics' select_device() reset it to cpu_count() - 1
     print(MARK + json.dumps({"side": side, "ready": True}), flush=True)
     for command in sys.stdin:
-        if command.strip() != "run":
+        verb, _, target = command.strip().partition(" ")
+        if verb != "run":
             break
+        chunk = Path(target)
         started = time.perf_counter()
-        rows = once()
+        rows = once(chunk)
         seconds = time.perf_counter() - started
-        print(MARK + json.dumps({"side": side, "images": len(images), "rows": rows, "seconds": round(seconds, 3),
-                          "images_per_s": round(len(images) / seconds, 3),
-                          "torch_threads": torch.get_num_threads()}), flush=True)
+        print(MARK + json.dumps({"side": side, "images": len(list(chunk.glob("*.jpg"))), "rows": rows,
+                                 "seconds": seconds, "torch_threads": torch.get_num_threads()}), flush=True)
 
 
 class SideProcess:
@@ -170,8 +172,8 @@ class SideProcess:
         raise RuntimeError(f"scoring side {self.side} exited ({self.process.returncode}): "
                            f"{self.log.read_text()[-2000:]}")
 
-    def run_once(self) -> dict[str, Any]:
-        self.process.stdin.write("run\n")
+    def run_once(self, chunk: Path) -> dict[str, Any]:
+        self.process.stdin.write(f"run {chunk}\n")
         self.process.stdin.flush()
         return self.answer()
 
@@ -198,30 +200,52 @@ def model_input_pixels(folder: Path) -> dict[str, float]:
     return {"per_image_letterbox": round(sum(rect) / len(rect)), "square_batch": SCORING_IMGSZ * SCORING_IMGSZ}
 
 
-def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, budget_s: float) -> dict[str, Any]:
-    """Every side `rounds` times, interleaved with a rotating order; each side's figure is its best round.
+def split_into_chunks(folder: Path, chunks: int) -> list[Path]:
+    """Hard-link the folder's images into `chunks` subfolders of consecutive images; return them."""
+    images = sorted(folder.glob("*.jpg"))
+    per_chunk = math.ceil(len(images) / chunks)
+    parts = []
+    for index in range(chunks):
+        part = folder / f"chunk-{index}"
+        part.mkdir(exist_ok=True)
+        for path in images[index * per_chunk:(index + 1) * per_chunk]:
+            os.link(path, part / path.name)
+        parts.append(part)
+    return parts
 
-    Once `budget_s` has passed (a busy shared machine) no further side starts;
-    only complete rounds count, and the first round always completes, so
-    `make bench` stays bounded and every side is judged on the same rounds.
+
+def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, budget_s: float) -> dict[str, Any]:
+    """Every side scores every image `rounds` times; each side's figure is its best round.
+
+    A round scores the images in SCORING_CHUNKS chunks; for each chunk the sides
+    take turns (order rotated each time), so load bursts from other work on the
+    machine spread over all sides alike. A side's round figure is its images
+    divided by the sum of its chunk times. Once `budget_s` has passed no
+    further round starts; the first round always completes.
     """
+    chunks = split_into_chunks(folder, SCORING_CHUNKS)
     sides = {side: SideProcess(side, folder, work_dir / side, weights, threads) for side in SIDES}
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     deadline = time.monotonic() + budget_s
+    turn = 0
     try:
         for process in sides.values():
             process.answer()  # ready: model loaded and warmed up
         for round_no in range(rounds):
-            order = SIDES[round_no % len(SIDES):] + SIDES[:round_no % len(SIDES)]
-            results = {}
-            for side in order:
-                if round_no and time.monotonic() > deadline:
-                    break
-                results[side] = sides[side].run_once()
-            if len(results) < len(SIDES):
-                break  # an incomplete round would favour the sides that ran in it
-            for side, result in results.items():
-                runs[side].append(result)
+            if round_no and time.monotonic() > deadline:
+                break
+            totals = {side: {"images": 0, "rows": 0, "seconds": 0.0} for side in SIDES}
+            for chunk in chunks:
+                order = SIDES[turn % len(SIDES):] + SIDES[:turn % len(SIDES)]
+                turn += 1
+                for side in order:
+                    answer = sides[side].run_once(chunk)
+                    for key in ("images", "rows", "seconds"):
+                        totals[side][key] += answer[key]
+                    totals[side]["torch_threads"] = answer["torch_threads"]
+            for side, total in totals.items():
+                total["images_per_s"] = round(total["images"] / total["seconds"], 3)
+                runs[side].append(total)
     finally:
         for process in sides.values():
             process.close()
@@ -236,7 +260,7 @@ def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, 
         "baseline_nosave_images_per_s": best["baseline_nosave"],
         "scoring_speedup_vs_baseline_nosave": round(best["ours"] / best["baseline_nosave"], 3),
         "scoring_context": {
-            "rounds": len(runs["ours"]), "rounds_planned": rounds, "statistic": "best round per side (median in images_per_s_median)",
+            "rounds": len(runs["ours"]), "rounds_planned": rounds, "chunks_per_round": SCORING_CHUNKS, "statistic": "best round per side (median in images_per_s_median)",
             "torch_threads": threads, "batch_size": SCORING_BATCH_SIZE, "imgsz": SCORING_IMGSZ, "conf": SCORING_CONF,
             "torch_threads_at_end": {side: results[-1]["torch_threads"] for side, results in runs.items()},
             "rows_written": {side: results[-1]["rows"] for side, results in runs.items()},
