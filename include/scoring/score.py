@@ -278,12 +278,24 @@ def load_model(weights: str | os.PathLike[str], device: str = "auto") -> Detecto
         model = YOLO(resolved, task="detect")
     except Exception as exc:  # noqa: BLE001 - any load failure means the run cannot happen
         raise ScoringError(f"cannot load weights {resolved}: {_one_line(exc)}") from None
-    device = pick_device(device)
-    if device == "cpu" and not _USER_SET_THREADS:
-        import torch
+    detector = Detector(model=model, device=pick_device(device))
+    _use_all_cores(detector)
+    return detector
 
+
+def _use_all_cores(detector: Detector) -> None:
+    """On CPU, let torch use every core unless the user set OMP_NUM_THREADS.
+
+    Called after each forward pass too: Ultralytics' first predict (its device
+    selection) resets torch to ``cpu_count - 1`` threads, which on a 2-core node
+    halves the speed.
+    """
+    if detector.device != "cpu" or _USER_SET_THREADS:
+        return
+    import torch
+
+    if torch.get_num_threads() != _cpu_count():
         torch.set_num_threads(_cpu_count())
-    return Detector(model=model, device=device)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -618,10 +630,12 @@ def _detection_rows(item: Item, decoded: Decoded, result: Any) -> list[Row]:
 def _predict(detector: Detector, arrays: list[np.ndarray], settings: Settings) -> list[Any]:
     """One forward pass; rect=False letterboxes every image to the same square, whatever the batch."""
     fp16 = {"quantize": 16} if detector.device.startswith("cuda") else {}  # Ultralytics' name for half
-    return detector.model.predict(
+    results = detector.model.predict(
         arrays, imgsz=settings.imgsz, conf=settings.conf, device=detector.device, batch=len(arrays),
         rect=False, verbose=False, save=False, stream=False, **fp16,
     )
+    _use_all_cores(detector)
+    return results
 
 
 def _infer(detector: Detector, batch: list[tuple[Item, Decoded]], settings: Settings) -> list[list[Row]]:

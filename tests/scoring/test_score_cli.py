@@ -65,3 +65,13 @@ def test_cli_usage_errors_exit_2(argv: list[str], tmp_path: Path) -> None:
     result = run_cli(*argv, cwd=tmp_path)
     assert result.returncode == 2
     assert "usage: score.py" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cpu_scoring_keeps_every_core_after_ultralytics_first_predict(score, weights_path, assets_dir, monkeypatch):
+    """Ultralytics resets torch to cpu_count - 1 threads on its first predict; the script takes them back."""
+    import torch
+
+    monkeypatch.setattr(score, "_USER_SET_THREADS", False)
+    detector = score.load_model(weights_path, "cpu")
+    list(score.score_paths(detector, [assets_dir / "bus.jpg"], score.Settings(), root=assets_dir))
+    assert torch.get_num_threads() == score._cpu_count()
