@@ -42,14 +42,16 @@ Azure Batch GPU spot pool and publishes `predictions/YYYYMM/predictions.csv`
 and `summary.json`. The run at the start of a month processes the month before
 (the data interval). Trigger with params to pick a month (`2024-01`) or to
 override the shard size, node counts, confidence or weights. Backfill with
-`airflow backfill create --dag-id monthly_detection --from-date 2024-02-01 --to-date 2024-04-01`.
+`airflow backfill create --dag-id monthly_detection --from-date 2024-01-01 --to-date 2024-03-31`
+(one run per month whose first day falls in the window; locally `make backfill FROM=2024-01 TO=2024-03`).
 Teardown deletes the run's pool whatever happened. With `backend=aml` the same
 scoring script runs as an Azure ML parallel job on a low-priority cluster, and the
 same merge and publish give the same CSV.
 """
 
 
-def _hooks():
+def _blob_service():
+    """The storage account of the ``wasb`` connection (a ``BlobServiceClient``)."""
     from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
     return WasbHook(wasb_conn_id=CONFIG.wasb_conn_id).get_conn()
@@ -121,7 +123,7 @@ with DAG(
         from include.monthly.layout import parse_month
 
         plan = _plan(get_current_context()["ti"])
-        service = _hooks()
+        service = _blob_service()
         work = service.get_container_client(CONFIG.work_container)
         result = stage_month(
             service.get_container_client(CONFIG.input_container), work,
@@ -155,7 +157,7 @@ with DAG(
         from include.monthly.staging import StageResult
 
         plan = _plan(get_current_context()["ti"])
-        input_url = _hooks().get_container_client(CONFIG.input_container).url
+        input_url = _blob_service().get_container_client(CONFIG.input_container).url
         return scoring_task_specs(StageResult.from_dict(staged["stage"]), plan, CONFIG, input_url, staged["weights_blob"])
 
     @task
@@ -166,7 +168,7 @@ with DAG(
 
         ti = get_current_context()["ti"]
         location = ti.xcom_pull(task_ids="submit", key="predictions")
-        service = _hooks()
+        service = _blob_service()
         rows = appended_rows(service.get_container_client(location["container"]), location["path"])
         counts = split_into_shards(service.get_container_client(CONFIG.work_container),
                                    StageResult.from_dict(staged["stage"]), rows)
@@ -182,7 +184,7 @@ with DAG(
         ctx = get_current_context()
         waited = ctx["ti"].xcom_pull(task_ids="wait") or {}
         stage_result = StageResult.from_dict(staged["stage"])
-        work = _hooks().get_container_client(CONFIG.work_container)
+        work = _blob_service().get_container_client(CONFIG.work_container)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "predictions.csv"
             report = merge_shards(work, stage_result, out, failed_shards=waited.get("failed_tasks") or {})
@@ -201,7 +203,7 @@ with DAG(
 
         ctx = get_current_context()
         stage_result = StageResult.from_dict(staged["stage"])
-        service = _hooks()
+        service = _blob_service()
         work = service.get_container_client(CONFIG.work_container)
         plan = _plan(ctx["ti"])
         # Node time comes from Batch's task records; Azure ML bills per cluster node (see its studio page).
