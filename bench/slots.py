@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -105,25 +104,6 @@ def running_intervals(events: list[sqlite3.Row]) -> list[tuple[dt.datetime, dt.d
     return intervals
 
 
-def _stop_group(standalone: ServiceProcess, timeout: float = 30.0) -> None:
-    """Stop the standalone's whole process group (scheduler, workers, triggerer, API server)."""
-    pid = standalone.pid()
-    standalone.stop(timeout=timeout)
-    if pid is None:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.5)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def run(work_dir: Path, extra_env: dict[str, str]) -> dict[str, Any]:
     """Start Airflow, run the DAG once, read slot times from the metadata DB, stop Airflow."""
     airflow_home = work_dir / "airflow"
@@ -174,7 +154,7 @@ def run(work_dir: Path, extra_env: dict[str, str]) -> dict[str, Any]:
                 "events": [row["event"] for row in events],
             }
     finally:
-        _stop_group(standalone)
+        standalone.stop(timeout=30.0)
     deferrable, poke = figures["wait_deferrable"], figures["wait_poke"]
     return {
         "worker_slot_seconds_deferrable": deferrable["slot_seconds"],

@@ -86,7 +86,12 @@ class ServiceProcess:
         return proc
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop the process group we started; True when something was stopped."""
+        """Stop the process group we started (children included); True when something was stopped.
+
+        SIGTERM first; whatever of the group is still alive after ``timeout`` gets SIGKILL,
+        so a service's children (e.g. the scheduler and triggerer of ``airflow standalone``)
+        never outlive it.
+        """
         pid = self.pid()
         self.pid_file.unlink(missing_ok=True)
         if pid is None:
@@ -97,15 +102,14 @@ class ServiceProcess:
             return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            try:  # reap it when it is our own child
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return True
+            try:  # reap the leader when it is our own child
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
             time.sleep(0.1)
         try:
             os.killpg(pid, signal.SIGKILL)
