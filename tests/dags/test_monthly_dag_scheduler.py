@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def airflow_env(standalone_env) -> dict[str, str]:
-    return standalone_env
+    # One node and shards of 2: tasks run one after another, so the job outlasts the
+    # sensor's first check and the wait really defers (a faster job needs no trigger).
+    return {**standalone_env, "MONTHLY_DETECTION_SPOT_NODES": "1", "MONTHLY_DETECTION_SHARD_SIZE": "2"}
 
 
 @pytest.fixture(scope="module")
