@@ -48,6 +48,7 @@ from include.local_azure.azurite import AzuriteEndpoint, start_azurite, stop_azu
 from include.local_azure.processes import free_port  # noqa: E402
 
 DEFAULT_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n.pt"
+DEFAULT_OPENVINO_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n_int8_openvino_model"
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +57,15 @@ def weights_path() -> Path:
     path = Path(os.environ.get("YOLO_WEIGHTS", DEFAULT_WEIGHTS))
     if not path.exists():
         pytest.fail(f"weights not found at {path}; set YOLO_WEIGHTS to a YOLOv8 .pt file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def openvino_weights_path() -> Path:
+    """The int8 OpenVINO export of the same network (../shared/models), for the CPU runtime."""
+    path = Path(os.environ.get("YOLO_OPENVINO_WEIGHTS", DEFAULT_OPENVINO_WEIGHTS))
+    if not (path / "metadata.yaml").exists():
+        pytest.fail(f"OpenVINO export not found at {path}; set YOLO_OPENVINO_WEIGHTS to an *_openvino_model folder")
     return path
 
 
