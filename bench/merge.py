@@ -74,7 +74,7 @@ def stage_shards(connection_string: str, shards: int = MERGE_SHARDS, rows: int =
     from azure.storage.blob import BlobServiceClient
 
     from include.monthly.layout import Month, RunPaths, shard_id
-    from include.monthly.staging import Shard, StageResult
+    from include.monthly.staging import Shard, StageResult, manifest_digest
 
     if rows % (shards * GROUP_ROWS):
         raise ValueError(f"{rows} rows do not split into {shards} shards of whole {GROUP_ROWS}-row groups")
@@ -88,7 +88,7 @@ def stage_shards(connection_string: str, shards: int = MERGE_SHARDS, rows: int =
         sid = shard_id(index)
         container.upload_blob(paths.manifest(sid), manifest, overwrite=True)
         container.upload_blob(paths.result(sid), result, overwrite=True)
-        return Shard(sid, manifest.count(b"\n"), paths.manifest(sid))
+        return Shard(sid, manifest.count(b"\n"), paths.manifest(sid), manifest_digest(manifest))
 
     with ThreadPoolExecutor(MERGE_UPLOAD_THREADS) as pool:
         staged = list(pool.map(upload, range(shards)))

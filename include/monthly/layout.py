@@ -32,6 +32,9 @@ DEFAULT_SHARD_SIZE = 500
 PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
 # How many names an error message or a record lists before saying "and N more".
 MAX_LISTED_NAMES = 20
+# Merge: shards fetched ahead of the one being written, by this many download threads.
+MERGE_PREFETCH_SHARDS = 8
+MERGE_DOWNLOAD_THREADS = 4
 # Longest failure reason copied into an `error` row (stderr tails can be long).
 MAX_ERROR_REASON_CHARS = 2000
 # Azure Batch ids: letters, digits, hyphens, underscores; at most 64 characters;

@@ -1,15 +1,23 @@
 """Merge: stream the shards' result CSVs into one predictions.csv and reconcile them.
 
 Each shard's CSV is downloaded in chunks and copied row by row to the local
-output, so memory is bounded by the SDK's download chunk size plus one shard's
-manifest (`shard_size` names), whatever the size of the month. While copying,
-every row is checked against the shard's manifest:
+output. Downloads run ahead in a few threads (the next shards' first result
+chunks are fetched while the current shard is written), so the merge is not
+one storage round trip after another. Memory stays bounded whatever the size
+of the month: at most `MERGE_PREFETCH_SHARDS` shards ahead, each holding its
+first download chunk (the SDK's `max_single_get_size`, 32 MiB by default); the
+rest of a large result streams chunk by chunk. Every row is checked:
 
 - the header is the scoring schema;
-- every row names an image of the manifest (a foreign image is an error);
 - an image's rows are contiguous and share one status; `empty` and `error`
   images have exactly one row (a repeated image would be a duplicate);
-- every image of the manifest appears (else `MissingImagesError` names them).
+- the shard's images are exactly those of its manifest. Staging records the
+  manifest's digest, and a result lists its images in manifest order, so
+  hashing the result's images settles this without downloading the manifest.
+  Only when the digests differ (or a shard has no recorded digest) is the
+  manifest read, to name the foreign image (an error) or the missing ones
+  (`MissingImagesError`); a result holding the same images in another order
+  is accepted.
 
 A shard the caller lists as failed contributes one `error` row per image of its
 manifest, carrying the failure reason; its result file, if any, is ignored as
@@ -25,14 +33,15 @@ import logging
 import os
 import tempfile
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import BlobClient, ContainerClient
+from azure.storage.blob import BlobClient, ContainerClient, StorageStreamDownloader
 
-from include.monthly.layout import MAX_LISTED_NAMES
+from include.monthly.layout import MAX_LISTED_NAMES, MERGE_DOWNLOAD_THREADS, MERGE_PREFETCH_SHARDS
 from include.monthly.schema import (
     CLASS_NAME_COLUMN,
     IMAGE_COLUMN,
@@ -44,7 +53,7 @@ from include.monthly.schema import (
     error_row,
     redact,
 )
-from include.monthly.staging import Shard, StageResult, read_manifest
+from include.monthly.staging import Shard, StageResult, manifest_bytes, manifest_digest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +101,14 @@ class MergeReport:
 
 def blob_lines(blob: BlobClient) -> Iterator[str]:
     """The text lines of a UTF-8 blob (ends kept), downloaded chunk by chunk."""
+    return _downloaded_lines(blob.download_blob(max_concurrency=1))
+
+
+def _downloaded_lines(download: StorageStreamDownloader) -> Iterator[str]:
+    """The text lines of a started download (ends kept); later chunks are fetched as they are read."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     pending = ""
-    for chunk in blob.download_blob(max_concurrency=1).chunks():
+    for chunk in download.chunks():
         lines = (pending + decoder.decode(chunk)).split("\n")
         pending = lines.pop()
         for line in lines:
@@ -102,6 +116,63 @@ def blob_lines(blob: BlobClient) -> Iterator[str]:
     pending += decoder.decode(b"", final=True)
     if pending:
         yield pending
+
+
+@dataclass
+class _Fetched:
+    """What the download threads got for a shard (a manifest only where one is needed)."""
+
+    manifest: list[str] | None = None
+    result: StorageStreamDownloader | None = None  # started: its first chunk is in memory
+    missing: str | None = None  # "manifest" or "result"
+
+
+def _fetch(work_container: ContainerClient, stage: StageResult, shard: Shard, failed: bool) -> _Fetched:
+    """Runs in a download thread: the manifest of a failed or undigested shard, else the result's first chunk."""
+    manifest = None
+    if failed or shard.sha256 is None:
+        try:
+            manifest = read_manifest(work_container, shard.manifest)
+        except ResourceNotFoundError:
+            return _Fetched(missing="manifest")
+    if failed:
+        return _Fetched(manifest=manifest)
+    try:
+        download = work_container.get_blob_client(stage.paths.result(shard.id)).download_blob(max_concurrency=1)
+    except ResourceNotFoundError:
+        return _Fetched(manifest=manifest, missing="result")
+    return _Fetched(manifest=manifest, result=download)
+
+
+def _prefetched(
+    work_container: ContainerClient, stage: StageResult, failed: Mapping[str, str]
+) -> Iterator[tuple[Shard, _Fetched]]:
+    """Every shard with what `_fetch` got for it, in shard order, fetched up to MERGE_PREFETCH_SHARDS ahead."""
+    shards = iter(stage.shards)
+    ahead: list[tuple[Shard, Future[_Fetched]]] = []
+    with ThreadPoolExecutor(MERGE_DOWNLOAD_THREADS, thread_name_prefix="merge-download") as pool:
+        try:
+            while True:
+                for shard in shards:
+                    ahead.append((shard, pool.submit(_fetch, work_container, stage, shard, shard.id in failed)))
+                    if len(ahead) >= MERGE_PREFETCH_SHARDS:
+                        break
+                if not ahead:
+                    return
+                shard, future = ahead.pop(0)
+                yield shard, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
+
+
+@dataclass
+class _Tally:
+    """Counts kept while rows stream to the output."""
+
+    rows: int = 0
+    detections: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # images per status
 
 
 def merge_shards(
@@ -126,41 +197,36 @@ def merge_shards(
         shards=len(stage.shards),
         failed_shards={shard: redact(reason) for shard, reason in sorted(failed.items())},
     )
-    detections: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
+    tally = _Tally()
     handle, temp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(PREDICTION_COLUMNS)
-            for shard in stage.shards:
-                try:
-                    manifest = read_manifest(work_container, shard.manifest)
-                except ResourceNotFoundError:
-                    raise ShardResultError(shard.id, f"manifest {shard.manifest!r} is missing") from None
-                if len(manifest) != shard.image_count:
-                    raise ShardResultError(
-                        shard.id,
-                        f"manifest {shard.manifest!r} lists {len(manifest)} image(s), "
-                        f"staging recorded {shard.image_count}",
-                    )
+            for shard, fetched in _prefetched(work_container, stage, failed):
+                if fetched.missing == "manifest":
+                    raise ShardResultError(shard.id, f"manifest {shard.manifest!r} is missing")
+                if fetched.manifest is not None:
+                    _check_manifest_size(shard, fetched.manifest)
                 if shard.id in failed:
-                    rows = _failed_shard_rows(shard, manifest, failed[shard.id], statuses)
+                    writer.writerows(_failed_shard_rows(shard, fetched.manifest or [], failed[shard.id], tally))
+                elif fetched.result is None:
+                    raise ShardResultError(
+                        shard.id, f"result {stage.paths.result(shard.id)!r} is missing "
+                        "and the shard is not listed as failed",
+                    )
                 else:
-                    blob = work_container.get_blob_client(stage.paths.result(shard.id))
-                    rows = _reconciled_rows(shard, manifest, blob, statuses)
-                for row in rows:
-                    writer.writerow(row)
-                    report.rows += 1
-                    if row[STATUS_COLUMN] == STATUS_OK:
-                        detections[row[CLASS_NAME_COLUMN]] += 1
-                report.images += len(manifest)
+                    seen = {}
+                    writer.writerows(_checked_rows(shard, stage.paths.result(shard.id), fetched.result, seen, tally))
+                    _reconcile(work_container, shard, fetched.manifest, seen)
+                report.images += shard.image_count
         os.replace(temp_name, out_path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    report.detections_per_class = dict(sorted(detections.items()))
-    report.status_counts = dict(sorted(statuses.items()))
+    report.rows = tally.rows
+    report.detections_per_class = dict(sorted(tally.detections.items()))
+    report.status_counts = dict(sorted(tally.statuses.items()))
     log.info(
         "Merged %d image(s), %d row(s) from %d shard(s) (%d failed) into %s",
         report.images, report.rows, report.shards, len(failed), out_path,
@@ -168,75 +234,97 @@ def merge_shards(
     return report
 
 
-def _failed_shard_rows(
-    shard: Shard, manifest: list[str], reason: str, statuses: Counter[str]
-) -> Iterator[list[str]]:
+def _failed_shard_rows(shard: Shard, manifest: list[str], reason: str, tally: _Tally) -> Iterator[list[str]]:
     """One `error` row per image of a failed shard, so none is dropped."""
     log.warning("Shard %s failed (%s): its %d image(s) become error rows",
                 shard.id, redact(reason), len(manifest))
     for image in manifest:
-        statuses[STATUS_ERROR] += 1
+        tally.statuses[STATUS_ERROR] += 1
+        tally.rows += 1
         yield error_row(image, f"shard {shard.id} failed: {reason}")
 
 
-def _reconciled_rows(
-    shard: Shard, manifest: list[str], blob: BlobClient, statuses: Counter[str]
-) -> Iterator[list[str]]:
-    """The rows of a shard's result CSV, checked against its manifest (see module doc)."""
-    expected = set(manifest)
-    seen: set[str] = set()
-    current: str | None = None
-    current_status = ""
-    try:
-        reader = csv.reader(blob_lines(blob))
-        header = next(reader, None)
-    except ResourceNotFoundError:
-        raise ShardResultError(
-            shard.id, f"result {blob.blob_name!r} is missing and the shard is not listed as failed"
-        ) from None
-    except (csv.Error, UnicodeDecodeError) as error:
-        raise ShardResultError(shard.id, f"result {blob.blob_name!r} is not valid UTF-8 CSV: {error}") from error
-    if header is None or tuple(header) != PREDICTION_COLUMNS:
+def _check_manifest_size(shard: Shard, manifest: list[str]) -> None:
+    if len(manifest) != shard.image_count:
         raise ShardResultError(
             shard.id,
-            f"result {blob.blob_name!r} has header {header!r}; expected {list(PREDICTION_COLUMNS)!r}",
+            f"manifest {shard.manifest!r} lists {len(manifest)} image(s), staging recorded {shard.image_count}",
         )
-    for row in _checked(reader, shard, blob):
-        where = f"result {blob.blob_name!r} line {reader.line_num}"
-        if not row:
-            continue  # a blank line carries no row
-        if len(row) != len(PREDICTION_COLUMNS):
-            raise ShardResultError(
-                shard.id, f"{where} has {len(row)} field(s), expected {len(PREDICTION_COLUMNS)}"
-            )
-        image, status = row[IMAGE_COLUMN], row[STATUS_COLUMN]
-        if status not in STATUSES:
-            raise ShardResultError(shard.id, f"{where} has unknown status {status!r} for {image!r}")
-        if image != current:
-            if image not in expected:
-                raise ShardResultError(shard.id, f"{where} is for {image!r}, which is not in its manifest")
-            if image in seen:
-                raise ShardResultError(
-                    shard.id, f"{where}: rows for {image!r} appear twice (not contiguous); a duplicate"
-                )
-            seen.add(image)
-            statuses[status] += 1
-            current, current_status = image, status
-        elif status != current_status or current_status != STATUS_OK:
-            raise ShardResultError(
-                shard.id,
-                f"{where}: {image!r} has a {status!r} row after a {current_status!r} row; "
-                "an image is either detections (ok) or one empty/error row",
-            )
-        yield row
-    if len(seen) != len(expected):
-        missing = [name for name in manifest if name not in seen]
-        raise MissingImagesError(shard.id, missing[:MAX_LISTED_NAMES], len(missing))
 
 
-def _checked(reader: Iterator[list[str]], shard: Shard, blob: BlobClient) -> Iterator[list[str]]:
-    """The reader's rows; undecodable or malformed CSV becomes an error naming the shard."""
+def _checked_rows(
+    shard: Shard, name: str, download: StorageStreamDownloader, seen: dict[str, int], tally: _Tally
+) -> Iterator[list[str]]:
+    """The rows of a shard's result CSV, each checked on its own (see module doc).
+
+    Fills `seen` with each image and the line it first appears on, in order of
+    appearance, for `_reconcile` to compare with the manifest afterwards.
+    """
+    current: str | None = None
+    current_status = ""
+    columns = len(PREDICTION_COLUMNS)
+    detections, statuses = tally.detections, tally.statuses
     try:
-        yield from reader
+        reader = csv.reader(_downloaded_lines(download))
+        header = next(reader, None)
+        if header is None or tuple(header) != PREDICTION_COLUMNS:
+            raise ShardResultError(
+                shard.id, f"result {name!r} has header {header!r}; expected {list(PREDICTION_COLUMNS)!r}",
+            )
+        for row in reader:
+            if not row:
+                continue  # a blank line carries no row
+            if len(row) != columns:
+                raise ShardResultError(
+                    shard.id, f"result {name!r} line {reader.line_num} has {len(row)} field(s), expected {columns}"
+                )
+            image, status = row[IMAGE_COLUMN], row[STATUS_COLUMN]
+            if image != current:
+                if status not in STATUSES:
+                    raise ShardResultError(
+                        shard.id, f"result {name!r} line {reader.line_num} has unknown status {status!r} for {image!r}"
+                    )
+                if image in seen:
+                    raise ShardResultError(
+                        shard.id,
+                        f"result {name!r} line {reader.line_num}: rows for {image!r} appear twice "
+                        "(not contiguous); a duplicate",
+                    )
+                seen[image] = reader.line_num
+                statuses[status] += 1
+                current, current_status = image, status
+            elif status != current_status or current_status != STATUS_OK:
+                raise ShardResultError(
+                    shard.id,
+                    f"result {name!r} line {reader.line_num}: {image!r} has a {status!r} row after a "
+                    f"{current_status!r} row; an image is either detections (ok) or one empty/error row",
+                )
+            if status == STATUS_OK:
+                detections[row[CLASS_NAME_COLUMN]] += 1
+            tally.rows += 1
+            yield row
     except (csv.Error, UnicodeDecodeError) as error:
-        raise ShardResultError(shard.id, f"result {blob.blob_name!r} is not valid UTF-8 CSV: {error}") from error
+        raise ShardResultError(shard.id, f"result {name!r} is not valid UTF-8 CSV: {error}") from error
+
+
+def _reconcile(
+    work_container: ContainerClient, shard: Shard, manifest: list[str] | None, seen: dict[str, int]
+) -> None:
+    """Raise unless the images of a shard's result are exactly those of its manifest."""
+    if shard.sha256 is not None and manifest_digest(manifest_bytes(seen)) == shard.sha256:
+        return  # the same names in the same order as the manifest staging wrote
+    if manifest is None:
+        try:
+            manifest = read_manifest(work_container, shard.manifest)
+        except ResourceNotFoundError:
+            raise ShardResultError(shard.id, f"manifest {shard.manifest!r} is missing") from None
+        _check_manifest_size(shard, manifest)
+        if manifest_digest(manifest_bytes(manifest)) != shard.sha256:
+            raise ShardResultError(shard.id, f"manifest {shard.manifest!r} changed after staging")
+    expected = set(manifest)
+    foreign = next((image for image in seen if image not in expected), None)
+    if foreign is not None:
+        raise ShardResultError(shard.id, f"result line {seen[foreign]} is for {foreign!r}, which is not in its manifest")
+    if len(seen) != len(expected):
+        missing = [image for image in manifest if image not in seen]
+        raise MissingImagesError(shard.id, missing[:MAX_LISTED_NAMES], len(missing))

@@ -54,6 +54,7 @@ class Shard:
     id: str
     image_count: int
     manifest: str  # blob name in the work container
+    sha256: str | None = None  # hex digest of the manifest's bytes, recorded by staging
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ def manifest_bytes(names: Iterable[str]) -> bytes:
     return "".join(f"{name}\n" for name in names).encode("utf-8")
 
 
+def manifest_digest(body: bytes) -> str:
+    """The digest staging records for a manifest (Shard.sha256 and the blob's metadata)."""
+    return hashlib.sha256(body).hexdigest()
+
+
 def read_manifest(work_container: ContainerClient, blob_name: str) -> list[str]:
     """The blob names a manifest lists, in order."""
     text = work_container.get_blob_client(blob_name).download_blob().readall().decode("utf-8")
@@ -197,7 +203,7 @@ def stage_month(
     wanted: dict[str, bytes] = {}
     for index, start in enumerate(range(0, len(images), shard_size)):
         wanted[shard_id(index)] = manifest_bytes(images[start : start + shard_size])
-    digests = {shard: hashlib.sha256(body).hexdigest() for shard, body in wanted.items()}
+    digests = {shard: manifest_digest(body) for shard, body in wanted.items()}
     existing = _existing_manifest_digests(work_container, paths)
     unchanged = {shard for shard, digest in digests.items() if existing.get(shard) == digest}
 
@@ -216,7 +222,7 @@ def stage_month(
             )
 
     shards = tuple(
-        Shard(shard, min(shard_size, len(images) - index * shard_size), paths.manifest(shard))
+        Shard(shard, min(shard_size, len(images) - index * shard_size), paths.manifest(shard), digests[shard])
         for index, shard in enumerate(wanted)
     )
     result = StageResult(

@@ -205,9 +205,50 @@ def test_merge_streams_a_large_shard_chunk_by_chunk(azurite, containers, tmp_pat
     assert written_at_each_get[-1] > size // 2  # most rows were out before the last chunk came in
 
 
-def test_missing_manifest_is_an_error_naming_the_shard(containers, staged, tmp_path) -> None:
+def test_matching_results_are_verified_without_downloading_manifests(azurite, containers, staged, tmp_path) -> None:
+    """Staging's digest settles a result that lists the manifest's images in order: one GET per shard."""
     write_results(containers.work, staged)
+    gets: list[str] = []
+    work = ContainerClient.from_connection_string(
+        azurite.connection_string, containers.work.container_name,
+        raw_response_hook=lambda response: gets.append(response.http_request.url.split("?")[0]),
+    )
+    report = merge_shards(work, staged, tmp_path / "p.csv")
+    assert report.images == len(IMAGES)
+    assert sorted(url.rsplit("/", 1)[-1] for url in gets) == sorted(f"{s.id}.csv" for s in staged.shards)
+
+
+def test_results_in_another_order_are_checked_against_the_manifest(containers, staged, tmp_path) -> None:
+    written = write_results(containers.work, staged)
+    shuffled = list(reversed(written["shard-00002"]))  # e.g. Azure ML appends rows as mini-batches finish
+    containers.work.upload_blob(staged.paths.result("shard-00002"), csv_bytes(shuffled), overwrite=True)
+    report = merge_shards(containers.work, staged, tmp_path / "p.csv")
+    assert report.images == len(IMAGES)
+    assert read_csv(tmp_path / "p.csv")[1:] == [row for shard in staged.shards
+                                               for row in (shuffled if shard.id == "shard-00002" else written[shard.id])]
+
+
+def test_a_manifest_needed_but_missing_is_an_error_naming_the_shard(containers, staged, tmp_path) -> None:
+    """A failed shard's manifest names its error rows; a mismatching result's manifest names what is wrong."""
+    written = write_results(containers.work, staged)
     containers.work.delete_blob(staged.shards[1].manifest)
+    with pytest.raises(ShardResultError, match="shard-00001.*manifest.*missing"):
+        merge_shards(containers.work, staged, tmp_path / "p.csv", failed_shards={"shard-00001": "evicted"})
+    containers.work.upload_blob(staged.paths.result("shard-00001"), csv_bytes(written["shard-00001"][1:]),
+                                overwrite=True)
     with pytest.raises(ShardResultError, match="shard-00001.*manifest.*missing"):
         merge_shards(containers.work, staged, tmp_path / "p.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_manifest_rewritten_after_staging_is_an_error(containers, staged, tmp_path) -> None:
+    written = write_results(containers.work, staged)
+    shard = staged.shards[0]
+    images = read_manifest(containers.work, shard.manifest)
+    rows = [row for row in written[shard.id] if row[0] != images[0]] + [[
+        "202401/elsewhere.jpg", "empty", "", "", "", "", "", "", "", "1", "1", ""]]
+    containers.work.upload_blob(staged.paths.result(shard.id), csv_bytes(rows), overwrite=True)
+    containers.work.upload_blob(shard.manifest, "".join(f"{n}\n" for n in images[1:] + ["202401/elsewhere.jpg"]),
+                                overwrite=True)
+    with pytest.raises(ShardResultError, match="shard-00000.*changed after staging"):
+        merge_shards(containers.work, staged, tmp_path / "p.csv")
