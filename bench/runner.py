@@ -13,7 +13,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.config import RESULTS_PATH, SCORING_BUDGET_S, SCORING_ROUNDS, TARGETS, cpu_cores, weights_path
+from bench.config import (
+    RESULTS_PATH,
+    SCORING_BUDGET_S,
+    SCORING_ROUNDS,
+    TARGETS,
+    cpu_cores,
+    cpu_weights_path,
+    weights_path,
+)
 
 log = logging.getLogger("bench")
 
@@ -28,7 +36,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _context(weights: Path, threads: int) -> dict[str, Any]:
+def _context(weights: Path, cpu_weights: Path, threads: int) -> dict[str, Any]:
+    import openvino
     import torch
     import ultralytics
 
@@ -37,7 +46,11 @@ def _context(weights: Path, threads: int) -> dict[str, Any]:
         "cores": cpu_cores(), "torch_threads": threads, "cpu_model": _cpu_model(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
+        "openvino": openvino.__version__,
         "weights": str(weights), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()[:16],
+        "cpu_weights": str(cpu_weights),
+        "cpu_weights_sha256": hashlib.sha256(b"".join(
+            path.read_bytes() for path in sorted(cpu_weights.iterdir()) if path.is_file())).hexdigest()[:16],
         "cuda": torch.cuda.is_available(),
     }
 
@@ -93,6 +106,8 @@ def table(results: dict[str, Any]) -> str:
          r("ultralytics_stream_images_per_s"), r("scoring_speedup_vs_stream")),
         ("scoring images/s (ours vs loop without save)", r("scoring_images_per_s"),
          r("baseline_nosave_images_per_s"), r("scoring_speedup_vs_baseline_nosave")),
+        ("scoring images/s (ours on the .pt vs articles' loop)", r("scoring_pt_images_per_s"),
+         r("baseline_images_per_s"), r("scoring_pt_speedup_vs_baseline")),
         ("add-task requests, 100 shards (ours vs stock)", r("add_task_requests"),
          r("provider_style_add_task_requests"), ratio(r("provider_style_add_task_requests"), r("add_task_requests"))),
         ("requests per poll (ours vs list every task)", r("poll_requests_per_cycle"),
@@ -131,6 +146,7 @@ def main(work_dir: Path) -> int:
     for noisy in ("azure", "airflow", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     weights = weights_path()
+    cpu_weights = cpu_weights_path()
     threads = cpu_cores()
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -154,7 +170,9 @@ def main(work_dir: Path) -> int:
     try:
         if not weights.is_file():
             raise FileNotFoundError(f"weights not found at {weights}; set YOLO_WEIGHTS")
-        context.update(_context(weights, threads))
+        if not (cpu_weights / "metadata.yaml").is_file():
+            raise FileNotFoundError(f"OpenVINO export not found at {cpu_weights}; set YOLO_OPENVINO_WEIGHTS")
+        context.update(_context(weights, cpu_weights, threads))
 
         from bench import batch_requests, decode, merge, network, scoring, slots
         from bench.images import describe_images, make_images
@@ -163,10 +181,10 @@ def main(work_dir: Path) -> int:
         images_dir = work_dir / "images"
         images = make_images(images_dir)
         context["images"] = describe_images(images)
-        step("scoring", lambda: scoring.run(images_dir, work_dir / "scoring", weights, threads,
-                                                  SCORING_ROUNDS, SCORING_BUDGET_S))
+        step("scoring", lambda: scoring.run(images_dir, work_dir / "scoring", weights, cpu_weights, threads,
+                                            SCORING_ROUNDS, SCORING_BUDGET_S))
         step("decode", lambda: decode.run(images, work_dir / "decode"))
-        step("network", lambda: network.run(images, weights, threads))
+        step("network", lambda: network.run(images, weights, cpu_weights, threads))
         stack = start_stack(work_dir / "stack")
         step("batch_requests", lambda: batch_requests.run(stack.batch))
         step("merge", lambda: merge.run(stack.azurite.connection_string, work_dir / "merge"))

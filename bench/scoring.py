@@ -10,7 +10,12 @@ the same mix of quiet and busy moments on a shared machine; a side's figure is
 its best round.
 
 - ``ours``: include/scoring/score.py's ``score_items`` (decode threads, batches
-  of ``SCORING_BATCH_SIZE``) writing one CSV through its ``CsvOutput``.
+  of ``SCORING_BATCH_SIZE``) writing one CSV through its ``CsvOutput``, with the
+  weights score.py is meant to get on a CPU node: the int8 OpenVINO export of
+  the same network (the shared ``yolov8n.pt`` was rebuilt from that export's
+  int8 weights), run on OpenVINO with as many threads as torch gets.
+- ``ours_pt``: the same, with ``yolov8n.pt`` on PyTorch (context: what the
+  loop alone gives, with the very weights the other sides use).
 - ``baseline``: the articles' loop: one ``model.predict(path, save=True)`` per
   image (Ultralytics draws and saves the annotated JPEG, which the article then
   uploads) and one result file written per image.
@@ -39,7 +44,7 @@ from typing import Any
 
 from bench.config import PROJECT_ROOT, SCORING_BATCH_SIZE, SCORING_CHUNKS, SCORING_CONF, SCORING_IMGSZ
 
-SIDES = ("ours", "baseline", "stream", "baseline_nosave")
+SIDES = ("ours", "ours_pt", "baseline", "stream", "baseline_nosave")
 MARK = "BENCH-SCORING "  # protocol lines start with this; libraries may print other lines to stdout
 HEADER = ("image", "status", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2",
           "image_width", "image_height", "error")
@@ -130,7 +135,7 @@ def serve(side: str, folder: Path, out: Path, weights: str, threads: int) -> Non
 
     images = sorted(folder.rglob("*.jpg"))
     out.mkdir(parents=True, exist_ok=True)
-    if side == "ours":
+    if side in ("ours", "ours_pt"):
         once = _ours(images, out, weights)
     elif side in ("baseline", "baseline_nosave"):
         once = _baseline(images, out, weights, save=side == "baseline")
@@ -200,6 +205,52 @@ def model_input_pixels(folder: Path) -> dict[str, float]:
     return {"per_image_letterbox": round(sum(rect) / len(rect)), "square_batch": SCORING_IMGSZ * SCORING_IMGSZ}
 
 
+def _detections(paths: list[Path]) -> dict[str, list[tuple[int, tuple[float, ...], float]]]:
+    """image -> [(class id, box, confidence)] from result CSVs of the scoring schema."""
+    found: dict[str, list[tuple[int, tuple[float, ...], float]]] = {}
+    for path in paths:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                entries = found.setdefault(row["image"], [])
+                if row["status"] == "ok":
+                    entries.append((int(row["class_id"]), tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
+                                    float(row["confidence"])))
+    return found
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def agreement(ours_dir: Path, baseline_dir: Path, min_iou: float = 0.5) -> dict[str, Any]:
+    """How far a side's detections agree with the articles' loop: same image and class, IoU >= min_iou.
+
+    Greedy one-to-one matching, baseline detections by falling confidence.
+    """
+    ours = _detections(sorted(ours_dir.glob("*.csv")))
+    theirs = _detections(sorted(baseline_dir.glob("*.csv")))
+    matched = conf_gap = 0.0
+    for image, wanted in theirs.items():
+        free = list(ours.get(image, []))
+        for cls, box, conf in sorted(wanted, key=lambda d: -d[2]):
+            best = max((d for d in free if d[0] == cls), key=lambda d: _iou(d[1], box), default=None)
+            if best is not None and _iou(best[1], box) >= min_iou:
+                free.remove(best)
+                matched += 1
+                conf_gap += abs(best[2] - conf)
+    total_ours = sum(len(d) for d in ours.values())
+    total_theirs = sum(len(d) for d in theirs.values())
+    return {
+        "images": len(theirs), "detections": total_ours, "baseline_detections": total_theirs,
+        "matched": int(matched), "min_iou": min_iou,
+        "share_of_baseline_matched": round(matched / total_theirs, 4) if total_theirs else None,
+        "share_of_ours_matched": round(matched / total_ours, 4) if total_ours else None,
+        "mean_confidence_gap_matched": round(conf_gap / matched, 4) if matched else None,
+    }
+
+
 def split_into_chunks(folder: Path, chunks: int) -> list[Path]:
     """Hard-link the folder's images into `chunks` subfolders of consecutive images; return them."""
     images = sorted(folder.glob("*.jpg"))
@@ -214,7 +265,8 @@ def split_into_chunks(folder: Path, chunks: int) -> list[Path]:
     return parts
 
 
-def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, budget_s: float) -> dict[str, Any]:
+def run(folder: Path, work_dir: Path, weights: Path, cpu_weights: Path, threads: int, rounds: int,
+        budget_s: float) -> dict[str, Any]:
     """Every side scores every image `rounds` times; each side's figure is its best round.
 
     A round scores the images in SCORING_CHUNKS chunks; for each chunk the sides
@@ -224,7 +276,8 @@ def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, 
     further round starts; the first round always completes.
     """
     chunks = split_into_chunks(folder, SCORING_CHUNKS)
-    sides = {side: SideProcess(side, folder, work_dir / side, weights, threads) for side in SIDES}
+    side_weights = {side: cpu_weights if side == "ours" else weights for side in SIDES}
+    sides = {side: SideProcess(side, folder, work_dir / side, side_weights[side], threads) for side in SIDES}
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     deadline = time.monotonic() + budget_s
     turn = 0
@@ -259,7 +312,13 @@ def run(folder: Path, work_dir: Path, weights: Path, threads: int, rounds: int, 
         "scoring_speedup_vs_stream": round(best["ours"] / best["stream"], 3),
         "baseline_nosave_images_per_s": best["baseline_nosave"],
         "scoring_speedup_vs_baseline_nosave": round(best["ours"] / best["baseline_nosave"], 3),
+        "scoring_pt_images_per_s": best["ours_pt"],
+        "scoring_pt_speedup_vs_baseline": round(best["ours_pt"] / best["baseline"], 3),
         "scoring_context": {
+            "weights": {side: str(path) for side, path in side_weights.items()},
+            "runtime": {side: "OpenVINO (score.py)" if side == "ours" else "PyTorch" for side in SIDES},
+            "agreement_with_baseline": {side: agreement(work_dir / side, work_dir / "baseline" / "labels")
+                                        for side in ("ours", "ours_pt")},
             "rounds": len(runs["ours"]), "rounds_planned": rounds, "chunks_per_round": SCORING_CHUNKS, "statistic": "best round per side (median in images_per_s_median)",
             "torch_threads": threads, "batch_size": SCORING_BATCH_SIZE, "imgsz": SCORING_IMGSZ, "conf": SCORING_CONF,
             "torch_threads_at_end": {side: results[-1]["torch_threads"] for side, results in runs.items()},
