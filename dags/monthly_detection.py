@@ -90,7 +90,8 @@ with DAG(
         "conf": Param(CONFIG.conf, type="number", exclusiveMinimum=0, maximum=1, description="Detection confidence threshold."),
         "imgsz": Param(CONFIG.imgsz, type="integer", minimum=32),
         "batch_size": Param(CONFIG.batch_size, type="integer", minimum=1),
-        "weights": Param(CONFIG.weights, type="string", description="Weights file on the workers, or an Ultralytics model name."),
+        "weights": Param(CONFIG.weights, type="string", description="Weights on the Airflow worker, uploaded for the run: a .pt file, or an "
+                         "OpenVINO export folder (*_openvino_model, CPU pools); else an Ultralytics model name."),
         "error_threshold": Param(CONFIG.error_threshold, type="string",
                                  description="Failed shards allowed: 0, a count, -1 for any, or a share like '5%'."),
     },
@@ -121,6 +122,7 @@ with DAG(
         """List the month's images into shard manifests and upload the run's code and weights."""
         from include.monthly.staging import stage_month
         from include.monthly.layout import parse_month
+        from include.monthly.weights import stage_weights
 
         plan = _plan(get_current_context()["ti"])
         service = _blob_service()
@@ -132,12 +134,7 @@ with DAG(
         paths = result.paths
         with open(SCORE_SCRIPT, "rb") as fh:
             work.upload_blob(paths.code("score.py"), fh, overwrite=True)
-        weights_blob = None
-        weights_file = Path(plan.weights).expanduser()
-        if weights_file.is_file():
-            weights_blob = paths.code("weights.pt")
-            with open(weights_file, "rb") as fh:
-                work.upload_blob(weights_blob, fh, overwrite=True)
+        weights_blob = stage_weights(work, paths, plan.weights)
         print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
               f"{result.skipped_count} other files skipped")
         return {"stage": result.to_dict(), "weights_blob": weights_blob, "work_prefix": paths.prefix,

@@ -11,6 +11,7 @@ from typing import Any
 
 from include.monthly.config import DagConfig
 from include.monthly.layout import Month, job_id, parse_month, run_key
+from include.monthly.weights import local_weights
 
 BACKENDS = ("batch", "aml")
 
@@ -94,6 +95,7 @@ def plan_run(
     weights = str(params.get("weights") or "").strip()
     if not weights:
         raise ValueError("param weights is empty")
+    local_weights(weights)  # a folder that is not an OpenVINO export fails here, before anything runs
     threshold = str(params.get("error_threshold", "0"))
     from azure_compute.batch_progress import ErrorThreshold
 

@@ -14,6 +14,7 @@ from include.monthly.config import DagConfig
 from include.monthly.layout import RunPaths
 from include.monthly.plan import RunPlan
 from include.monthly.staging import StageResult
+from include.monthly.weights import WEIGHTS_FILE, is_folder
 
 MANIFEST_FILE = "manifest.txt"
 SCRIPT_FILE = "score.py"
@@ -29,11 +30,20 @@ def scoring_task_specs(
 ) -> list[dict[str, Any]]:
     """Task dicts for ``AzureBatchAddTasksOperator``, one per shard.
 
-    ``weights_blob`` is the run's copy of the weights in the work container, or
-    None when the nodes load ``plan.weights`` by name (Ultralytics downloads it).
+    ``weights_blob`` is the run's copy of the weights in the work container (a
+    file, or an OpenVINO export folder's prefix ending in ``/``), or None when
+    the nodes load ``plan.weights`` by name (Ultralytics downloads it).
     """
     paths: RunPaths = stage.paths
-    weights_arg = "weights.pt" if weights_blob else plan.weights
+    if is_folder(weights_blob):
+        # A container resource file keeps the blob's whole name below its file_path.
+        weights_file = {"container": config.work_container, "prefix": weights_blob, "file_path": "weights"}
+        weights_arg = f"weights/{weights_blob.rstrip('/')}"
+    elif weights_blob:
+        weights_file = {"container": config.work_container, "blob": weights_blob, "file_path": WEIGHTS_FILE}
+        weights_arg = WEIGHTS_FILE
+    else:
+        weights_file, weights_arg = None, plan.weights
     argv = [
         config.python, SCRIPT_FILE,
         "--images", MANIFEST_FILE,
@@ -53,8 +63,8 @@ def scoring_task_specs(
             {"container": config.work_container, "blob": shard.manifest, "file_path": MANIFEST_FILE},
             {"container": config.work_container, "blob": paths.code(SCRIPT_FILE), "file_path": SCRIPT_FILE},
         ]
-        if weights_blob:
-            resource_files.append({"container": config.work_container, "blob": weights_blob, "file_path": "weights.pt"})
+        if weights_file:
+            resource_files.append(weights_file)
         spec: dict[str, Any] = {
             "id": shard.id,
             "display_name": f"{plan.month} {shard.id} ({shard.image_count} images)",

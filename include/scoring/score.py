@@ -234,6 +234,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # --------------------------------------------------------------------------- model
 
 
+def is_openvino_export(path: Path) -> bool:
+    """A *_openvino_model folder, or any folder holding an export's .xml and metadata.yaml (an Azure ML input)."""
+    return path.is_dir() and (
+        path.name.endswith("_openvino_model") or (path / "metadata.yaml").is_file() and any(path.glob("*.xml"))
+    )
+
+
 def resolve_weights(location: str | os.PathLike[str], prefer: str = DEFAULT_WEIGHTS) -> str:
     """A weights file for a file, a folder holding one (.pt or *_openvino_model), or a bare name.
 
@@ -241,7 +248,7 @@ def resolve_weights(location: str | os.PathLike[str], prefer: str = DEFAULT_WEIG
     as is, so Ultralytics can download it on a machine with internet.
     """
     path = Path(location)
-    if path.is_file() or path.name.endswith("_openvino_model") and path.is_dir():
+    if path.is_file() or is_openvino_export(path):
         return str(path)
     if path.is_dir():
         found = sorted(
@@ -430,7 +437,7 @@ def load_model(weights: str | os.PathLike[str], device: str = "auto", imgsz: int
     """
     resolved = resolve_weights(weights)
     chosen = pick_device(device)
-    if resolved.endswith("_openvino_model"):
+    if Path(resolved).is_dir():  # resolve_weights returns a folder only for an OpenVINO export
         if chosen != "cpu":
             raise ScoringError(f"OpenVINO weights {resolved} run on the CPU; use .pt weights for --device {device}")
         try:

@@ -66,3 +66,39 @@ def test_batch_and_aml_backends_give_the_same_detections(monthly_dag, storage, c
                 assert float(ours[column]) == pytest.approx(float(theirs[column]), abs=0.02), column
     for key in ("images", "detections_per_class", "status_counts", "skipped"):
         assert batch_summary[key] == aml_summary[key], key
+
+
+def test_an_openvino_export_folder_scores_the_month_on_both_backends(
+    monthly_dag, storage, capfd, openvino_weights_path, tmp_path
+):
+    """weights=<*_openvino_model folder>: staged as a folder, run by score.py's OpenVINO runtime on either backend."""
+    from include.scoring import score
+
+    month = parse_month("2024-05")
+    seed_month(storage, "images", month, count=4)
+    results = {}
+    for backend in ("batch", "aml"):
+        run = monthly_dag.test(run_conf={"month": str(month), "backend": backend,
+                                         "weights": str(openvino_weights_path)})
+        out, err = capfd.readouterr()
+        assert str(run.state) == "success", (backend, (out + err)[-4000:])
+        results[backend] = published_rows(storage, month)[0]
+
+    # What the OpenVINO runtime gives for the same images, scored here.
+    images = storage.get_container_client("images")
+    files = []
+    for blob in images.list_blobs(name_starts_with=month.prefix):
+        if blob.name.endswith(".jpg"):
+            target = tmp_path / blob.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(images.download_blob(blob.name).readall())
+            files.append(target)
+    detector = score.load_model(openvino_weights_path, "cpu")
+    local = [row for row in score.score_paths(detector, files, score.Settings(batch_size=4), root=tmp_path)
+             if row[1] == "ok"]
+    assert len(local) > 5
+    expected = sorted((row[0], row[3], row[4]) for row in local)
+    for backend, rows in results.items():
+        got = sorted((r["image"], r["class_name"], float(r["confidence"])) for r in rows if r["status"] == "ok")
+        assert [(image, name) for image, name, _ in got] == [(image, name) for image, name, _ in expected], backend
+        assert [conf for *_, conf in got] == pytest.approx([conf for *_, conf in expected], abs=1e-3), backend

@@ -52,3 +52,9 @@ def test_config_env_override_and_bad_value() -> None:
     assert DagConfig.from_env({"MONTHLY_DETECTION_SHARD_SIZE": "25"}).shard_size == 25
     with pytest.raises(ValueError, match="MONTHLY_DETECTION_SPOT_NODES"):
         DagConfig.from_env({"MONTHLY_DETECTION_SPOT_NODES": "two"})
+
+
+def test_weights_folder_must_be_an_openvino_export(tmp_path, openvino_weights_path) -> None:
+    with pytest.raises(ValueError, match=r"param weights=.*not an Ultralytics OpenVINO export"):
+        plan(weights=str(tmp_path))
+    assert plan(weights=str(openvino_weights_path)).weights == str(openvino_weights_path)

@@ -127,7 +127,8 @@ def build_scoring_pipeline(
     output_path is where the appended rows file is written (None: the workspace default).
     weights, when given, is a second input handed to the entry script as
     ``<weights_argument> <local path>``: a file on a datastore
-    (``azureml://datastores/<ds>/paths/models/yolov8n.pt``) or a registered model
+    (``azureml://datastores/<ds>/paths/models/yolov8n.pt``), a folder on a datastore
+    (a path ending in ``/``, e.g. an OpenVINO export) or a registered model
     (``azureml:<name>:<version>``).
     """
     from azure.ai.ml import Input, Output, dsl
@@ -139,10 +140,14 @@ def build_scoring_pipeline(
     inputs = {IMAGES_INPUT: Input(type="uri_folder", mode="ro_mount")}
     weights_input = None
     if weights:
-        weights_type = "custom_model" if re.fullmatch(r"azureml:[^/]+:[^/]+", weights) else "uri_file"
-        if weights_type == "uri_file" and not weights.startswith("azureml://datastores/"):
+        if re.fullmatch(r"azureml:[^/]+:[^/]+", weights):
+            weights_type = "custom_model"
+        elif weights.startswith("azureml://datastores/"):
+            weights_type = "uri_folder" if weights.endswith("/") else "uri_file"
+        else:
             raise ValueError(
-                f"weights {weights!r}: give azureml://datastores/<ds>/paths/<file> or azureml:<model>:<version>"
+                f"weights {weights!r}: give azureml://datastores/<ds>/paths/<file or folder/> "
+                "or azureml:<model>:<version>"
             )
         inputs[WEIGHTS_INPUT] = Input(type=weights_type, mode="download")
         weights_input = Input(type=weights_type, path=weights)
@@ -383,7 +388,8 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
     :param output_path: folder on output_datastore (default ``azureml/<job name>/predictions``).
     :param output_file_name: name of the appended-rows file.
     :param program_arguments: arguments for the entry script; ``${{inputs.images}}`` is the input folder.
-    :param weights: model weights as a second input: ``azureml://datastores/<ds>/paths/<file>`` or
+    :param weights: model weights as a second input: ``azureml://datastores/<ds>/paths/<file>``,
+        ``azureml://datastores/<ds>/paths/<folder>/`` or
         ``azureml:<model>:<version>``; the entry script gets ``--weights <local path>``.
     :param mini_batch_size, instance_count, max_concurrency_per_instance, error_threshold,
         mini_batch_error_threshold, max_retries, retry_timeout_seconds, environment_variables,
