@@ -95,6 +95,7 @@ def test_rest_object_carries_every_setting() -> None:
 @pytest.mark.parametrize(
     ("weights", "input_type"),
     [("azureml://datastores/workspaceblobstore/paths/models/yolov8n.pt", "uri_file"),
+     ("azureml://datastores/workspaceblobstore/paths/models/yolov8n_int8_openvino_model/", "uri_folder"),
      ("azureml:yolov8n:2", "custom_model")],
 )
 def test_weights_are_an_input_handed_to_the_script(weights, input_type) -> None:
