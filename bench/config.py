@@ -7,8 +7,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = PROJECT_ROOT / "bench-results.json"
 DEFAULT_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n.pt"
-# What score.py runs on a CPU node: the int8 OpenVINO export the .pt was rebuilt from.
-DEFAULT_CPU_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n_int8_openvino_model"
+# The int8 OpenVINO export the shared .pt was rebuilt from (an extra scoring side).
+DEFAULT_INT8_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n_int8_openvino_model"
 
 # Scoring: 200 images made from the wheel's bus.jpg / zidane.jpg, long side 640..1920 px.
 SCORING_IMAGES = 200
@@ -50,9 +50,9 @@ def weights_path() -> Path:
     return Path(os.environ.get("YOLO_WEIGHTS") or DEFAULT_WEIGHTS)
 
 
-def cpu_weights_path() -> Path:
+def int8_weights_path() -> Path:
     """$YOLO_OPENVINO_WEIGHTS, else the team's shared int8 OpenVINO export."""
-    return Path(os.environ.get("YOLO_OPENVINO_WEIGHTS") or DEFAULT_CPU_WEIGHTS)
+    return Path(os.environ.get("YOLO_OPENVINO_WEIGHTS") or DEFAULT_INT8_WEIGHTS)
 
 
 def cpu_cores() -> int:

@@ -1,5 +1,5 @@
 """The network alone on CPU: 640x640 square batches versus one image at a time, minimal letterbox, on PyTorch,
-and score.py's OpenVINO runner on the int8 export (640x640, batches of the same size).
+and score.py's OpenVINO runner on the .pt's OpenVINO export and on the int8 export (640x640 batches).
 
 Explains the scoring figures: on a CPU the network is most of the time, so its
 input shape and runtime matter more than any per-image overhead. The images are
@@ -29,14 +29,14 @@ def _best_rates(count: int, actions: dict[str, Any], passes: int = 4) -> dict[st
     return {name: round(count / seconds, 2) for name, seconds in best.items()}
 
 
-def run(images: list[Path], weights: Path, cpu_weights: Path, threads: int) -> dict[str, Any]:
+def run(images: list[Path], weights: Path, exported: Path, int8_weights: Path, threads: int) -> dict[str, Any]:
     import torch
 
     sys.path.insert(0, str(PROJECT_ROOT / "include" / "scoring"))
     import score
 
     score._USER_THREADS = str(threads)  # ultralytics, imported earlier in this process, set OMP_NUM_THREADS=1
-    openvino = score.load_model(cpu_weights, "cpu")
+    runners = {"openvino": score.load_model(exported, "cpu"), "openvino_int8": score.load_model(int8_weights, "cpu")}
     arrays = [score.decode(path.read_bytes(), SCORING_IMGSZ, 100_000_000).pixels for path in images[:SAMPLE]]
     model = score.load_model(weights, "cpu").model
     common = {"imgsz": SCORING_IMGSZ, "conf": SCORING_CONF, "device": "cpu", "verbose": False}
@@ -51,19 +51,23 @@ def run(images: list[Path], weights: Path, cpu_weights: Path, threads: int) -> d
         for array in arrays:
             model.predict(array, **common)
 
-    def openvino_batches() -> None:  # score.py's OpenVINO runner
-        for start in range(0, len(arrays), SCORING_BATCH_SIZE):
-            openvino.detect(arrays[start:start + SCORING_BATCH_SIZE], SCORING_CONF)
+    def batches_on(runner: Any) -> Any:  # score.py's OpenVINO runner
+        def action() -> None:
+            for start in range(0, len(arrays), SCORING_BATCH_SIZE):
+                runner.detect(arrays[start:start + SCORING_BATCH_SIZE], SCORING_CONF)
+        action()  # warm-up
+        return action
 
-    openvino_batches()  # warm-up
-    rates = _best_rates(len(arrays), {"square": square_batches, "letterbox": one_by_one, "openvino": openvino_batches})
-    square, letterbox, int8 = rates["square"], rates["letterbox"], rates["openvino"]
+    rates = _best_rates(len(arrays), {"square": square_batches, "letterbox": one_by_one,
+                                      **{name: batches_on(runner) for name, runner in runners.items()}})
+    square, letterbox = rates["square"], rates["letterbox"]
     return {"network_context": {
         "images": len(arrays), "torch_threads": torch.get_num_threads(),
         "square_batch_images_per_s": square, "letterbox_batch1_images_per_s": letterbox,
         "square_batch_ms_per_image": round(1000 / square, 1), "letterbox_batch1_ms_per_image": round(1000 / letterbox, 1),
-        "openvino_int8_images_per_s": int8, "openvino_int8_ms_per_image": round(1000 / int8, 1),
-        "openvino_threads": openvino.threads, "openvino_streams": openvino.streams,
+        **{f"{name}_images_per_s": rates[name] for name in runners},
+        **{f"{name}_ms_per_image": round(1000 / rates[name], 1) for name in runners},
+        "openvino_threads": runners["openvino"].threads, "openvino_streams": runners["openvino"].streams,
         "note": "inference only (model.predict, or score.py's OpenVINO detect), on images already decoded and "
                 "shrunk to 640 px; best of 4 alternating passes",
     }}
