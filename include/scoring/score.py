@@ -400,6 +400,12 @@ class OpenVinoDetector(Detector):
         self.free_requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for _ in range(streams):
             self.free_requests.put(compiled.create_infer_request())
+        # Each request once, on this thread, before any runs in the pool: the first call of
+        # OpenVINO's Python binding initialises C++ statics that, raced from two threads,
+        # deadlock on the GIL (seen in a local Batch task: both pool threads stuck in `.data`).
+        blank = np.full((height, width, 3), 114, dtype=np.uint8)
+        for _ in range(streams):
+            self._infer_one(blank)
         # Requests run in these threads; OpenVINO releases the GIL while one infers.
         self.pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="openvino")
         self.streams = streams
