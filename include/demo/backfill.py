@@ -12,12 +12,39 @@ import calendar
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from include.demo.airflow_stack import PROJECT_ROOT, AirflowAPI, admin_password, start_standalone
 from include.monthly.layout import Month, parse_month
 
 DAG_ID = "monthly_detection"
+LOCK_ATTEMPTS = 5  # `airflow backfill create` tries on a locked SQLite database
+
+
+def create_backfill(start: str, end: str, extra_args: Sequence[str] = (),
+                    env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``airflow backfill create`` for the monthly DAG from `start` to `end`, tried again if SQLite was locked.
+
+    On SQLite (the local Airflow) the command writes while the scheduler does,
+    and SQLite refuses a write at once ("database is locked") when both
+    upgrade their locks. Airflow then removes the partly created backfill so
+    that the command can be run again (``_cleanup_partial_backfill``).
+    """
+    argv = ["airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", start, "--to-date", end,
+            *extra_args]
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        done = subprocess.run(argv, env=None if env is None else dict(env), capture_output=True, text=True)
+        output = done.stdout + done.stderr
+        if done.returncode == 0:
+            return done
+        if "database is locked" not in output or attempt == LOCK_ATTEMPTS:
+            raise RuntimeError(f"airflow backfill create failed (exit {done.returncode}): {output[-3000:]}")
+        print(f"airflow backfill create: SQLite was locked, trying again ({attempt}/{LOCK_ATTEMPTS})",
+              file=sys.stderr)
+        time.sleep(2 * attempt)
+    raise AssertionError("the last attempt returns or raises")
 
 
 def months_between(first: Month, last: Month) -> list[Month]:
@@ -89,11 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     api.password = admin_password(Path(os.environ["AIRFLOW_HOME"]))
     api.wait_for_dag(DAG_ID)
     start, end = backfill_window(months[0], months[-1])
-    subprocess.run(
-        ["airflow", "backfill", "create", "--dag-id", DAG_ID, "--from-date", start, "--to-date", end,
-         "--reprocess-behavior", "completed"],
-        check=True,
-    )
+    create_backfill(start, end, ["--reprocess-behavior", "completed"])
+    print(f"backfill of {DAG_ID} created for {months[0]}..{months[-1]}")
     states = wait_for_backfill(api, months, args.timeout)
     return report(months, states)
 

@@ -7,13 +7,12 @@ import csv
 import io
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from include.demo.airflow_stack import start_standalone, stop_standalone
-from include.demo.backfill import backfill_window, months_between, wait_for_backfill
+from include.demo.backfill import backfill_window, create_backfill, months_between, wait_for_backfill
 from include.demo.seed import seed_month
 from include.local_azure.processes import free_port
 from include.monthly.layout import parse_month
@@ -85,10 +84,7 @@ def test_a_backfill_of_three_months_leaves_three_correct_outputs(airflow, airflo
     for count, month in zip((3, 5, 4), months):
         seed_month(storage, "images", month, count=count)
     start, end = backfill_window(months[0], months[-1])
-    created = subprocess.run(["airflow", "backfill", "create", "--dag-id", "monthly_detection",
-                              "--from-date", start, "--to-date", end],
-                             env={**os.environ, **airflow_env}, capture_output=True, text=True)
-    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-3000:]
+    create_backfill(start, end, env={**os.environ, **airflow_env})
     states = wait_for_backfill(airflow, months, timeout=1500)
     assert set(states.values()) == {"success"}, states
     job_ids = set()
