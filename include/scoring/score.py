@@ -50,9 +50,9 @@ Settings (a command-line argument wins over its environment variable):
 Weights and runtime: a ``.pt`` file (or any format Ultralytics loads) runs on
 Ultralytics' predictor, on the GPU when there is one (fp16). A
 ``*_openvino_model`` folder (an Ultralytics OpenVINO export, e.g. int8) runs on
-OpenVINO directly, on the CPU: on a CPU node that is about 2.5x the images/s
-of the ``.pt`` on PyTorch, with the same weights (export them once with
-``yolo export model=yolov8n.pt format=openvino``; see docs/performance.md). A
+OpenVINO directly, on the CPU: on the team's 2-core machine, 2.4x the images/s
+of the reference articles' PyTorch loop with the same weights (export them once
+with ``yolo export model=yolov8n.pt format=openvino``; docs/performance.md). A
 static export fixes the input size, so ``--imgsz`` must match it.
 
 Azure ML: ``init()`` loads the model from ``AZUREML_MODEL_DIR`` when set (a
