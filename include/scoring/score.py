@@ -3,8 +3,8 @@
 This single file is what every backend runs: Azure Batch tasks call the command
 line, Azure ML calls ``init()`` / ``run(mini_batch)``, and other code imports
 the functions listed below. It depends only on ultralytics, torch, numpy,
-pandas, Pillow, the standard library and (for OpenVINO weights) openvino, so
-it can be uploaded alone to a node.
+pandas, Pillow, OpenCV (which ultralytics brings), the standard library and
+(for OpenVINO weights) openvino, so it can be uploaded alone to a node.
 
 Command line::
 
@@ -105,6 +105,7 @@ from dataclasses import dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
+import cv2  # noqa: E402 - OpenCV comes with ultralytics
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps, UnidentifiedImageError  # noqa: E402
 
@@ -746,17 +747,16 @@ def decode(data: bytes, imgsz: int, max_pixels: int) -> Decoded:
             image.draft(None, target)  # decode at 1/2, 1/4 or 1/8 scale, never below target
         image.load()
         loaded_size = image.size
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # copies nothing when there is nothing to turn
         turned = image.size != loaded_size  # a 90/270-degree orientation swaps the axes
         width, height = (raw_h, raw_w) if turned else (raw_w, raw_h)
-        image = _to_rgb(image)
-        if max(image.size) > imgsz:
-            ratio = imgsz / max(image.size)
-            image = image.resize(
-                (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
-                Image.Resampling.BILINEAR,
-            )
-        pixels = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # RGB to BGR for Ultralytics
+        rgb = np.asarray(_to_rgb(image))
+        if max(rgb.shape[:2]) > imgsz:
+            # OpenCV's area filter: antialiased like Pillow's, at less than half its cost on a CPU.
+            ratio = imgsz / max(rgb.shape[:2])
+            size = (max(1, round(rgb.shape[1] * ratio)), max(1, round(rgb.shape[0] * ratio)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # Ultralytics takes BGR
     except ImageError:
         raise
     except Image.DecompressionBombError:
