@@ -318,7 +318,13 @@ class Detector:
 
 
 class UltralyticsDetector(Detector):
-    """Ultralytics' own predictor; fp16 on CUDA."""
+    """Ultralytics' own predictor: fp16 square batches on CUDA, one image at a time on a CPU.
+
+    A CPU gains nothing from batching (a batch of 8 takes 8 times one image),
+    so there each image runs alone at its own minimal letterbox, about 30 %
+    fewer pixels than the square for 4:3 photos. A GPU needs the batch, and the
+    square keeps its results independent of what else is in the batch.
+    """
 
     def __init__(self, model: Any, device: str, imgsz: int) -> None:
         self.model, self.device, self.imgsz = model, device, imgsz
@@ -326,12 +332,12 @@ class UltralyticsDetector(Detector):
         _use_all_cores(device)
 
     def detect(self, arrays: list[np.ndarray], conf: float) -> list[Boxes]:
-        """One forward pass; rect=False letterboxes every image to the same square, whatever the batch."""
-        fp16 = {"quantize": 16} if self.device.startswith("cuda") else {}  # Ultralytics' name for half
-        results = self.model.predict(
-            arrays, imgsz=self.imgsz, conf=conf, device=self.device, batch=len(arrays),
-            rect=False, verbose=False, save=False, stream=False, **fp16,
-        )
+        common = {"imgsz": self.imgsz, "conf": conf, "device": self.device, "verbose": False, "save": False}
+        if self.device == "cpu":
+            results = [self.model.predict(array, rect=True, **common)[0] for array in arrays]
+        else:  # one forward pass; rect=False letterboxes every image to the same square
+            fp16 = {"quantize": 16} if self.device.startswith("cuda") else {}  # Ultralytics' name for half
+            results = self.model.predict(arrays, batch=len(arrays), rect=False, **fp16, **common)
         _use_all_cores(self.device)
         return [
             Boxes(

@@ -52,7 +52,8 @@ def odd_month_blobs(assets_dir: Path) -> tuple[list[tuple[str, bytes]], dict[str
         "formats/cmyk.jpg": ("scored", _encode(bus.convert("CMYK"), "JPEG")),
         "formats/bus.webp": ("ok", _encode(bus, "WEBP")),
         "formats/bus.tiff": ("ok", _encode(bus, "TIFF")),
-        "formats/exif-rotated.jpg": ("ok", _encode(bus, "JPEG", exif=exif.tobytes())),
+        # stored turned, shown upright: found only if the orientation is applied
+        "formats/exif-rotated.jpg": ("ok", _encode(bus.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes())),
         "formats/large-6000x8000.jpg": ("ok", _encode(bus.resize((6000, 8000)), "JPEG", quality=60)),
         "formats/over-limit-12000x9000.jpg": ("error", _encode(Image.new("L", (12000, 9000), 128), "JPEG")),
         # broken files
@@ -88,7 +89,7 @@ def test_a_hostile_month_folder_gives_one_verdict_per_image_and_runs_no_name(mon
     assert "too large" in errors["formats/over-limit-12000x9000.jpg"]
     assert "truncated" in errors["broken/truncated.jpg"] or "corrupt" in errors["broken/truncated.jpg"]
     rotated = next(r for r in rows if r["image"].endswith("exif-rotated.jpg"))
-    assert (rotated["image_width"], rotated["image_height"]) == ("1080", "810")  # bus.jpg is 810x1080, turned
+    assert (rotated["image_width"], rotated["image_height"]) == ("810", "1080")  # bus.jpg, stored as 1080x810
     assert summary["skipped"]["count"] == 1 and summary["images"] == len(expected)
 
     # No name was run as a command, and no name became a file outside a task's directory.
