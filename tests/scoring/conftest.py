@@ -31,6 +31,16 @@ def detector(score: ModuleType, weights_path: Path):
     return score.load_model(weights_path, "cpu")
 
 
+@pytest.fixture(scope="session")
+def dynamic_openvino_weights(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Path:
+    """The shipped yolov8n.pt exported the way the README tells CPU users to (OpenVINO, dynamic input), offline."""
+    from ultralytics import YOLO
+
+    folder = tmp_path_factory.mktemp("export")
+    shutil.copy(weights_path, folder / weights_path.name)
+    return Path(YOLO(str(folder / weights_path.name)).export(format="openvino", imgsz=640, dynamic=True))
+
+
 def rotated_with_exif(source: Image.Image) -> Image.Image:
     """Pixels stored turned 90 degrees counter-clockwise; EXIF orientation 6 says to turn them back."""
     return source.transpose(Image.Transpose.ROTATE_90)
