@@ -1,5 +1,6 @@
 """The network alone on CPU: 640x640 square batches versus one image at a time, minimal letterbox, on PyTorch,
-and score.py's OpenVINO runner on the .pt's OpenVINO export and on the int8 export (640x640 batches).
+and score.py's OpenVINO runner on the .pt's OpenVINO export (dynamic input: each image at its minimal
+letterbox) and on the static int8 export (640x640 squares).
 
 Explains the scoring figures: on a CPU the network is most of the time, so its
 input shape and runtime matter more than any per-image overhead. The images are

@@ -12,12 +12,14 @@ its best round.
 - ``ours``: include/scoring/score.py's ``score_items`` (decode threads, batches
   of ``SCORING_BATCH_SIZE``) writing one CSV through its ``CsvOutput``, with
   the CPU recipe of the docs: the same ``yolov8n.pt`` exported to OpenVINO
-  (fp32 IR, exported offline at set-up, not timed) and run on score.py's
-  OpenVINO runtime with as many threads as torch gets elsewhere. The weights
-  are the other sides' weights; OpenVINO computes in bf16 where the CPU has
-  AMX (its default), fp32 elsewhere.
+  (fp32 IR with a dynamic input, exported offline at set-up, not timed) and
+  run on score.py's OpenVINO runtime with as many threads as torch gets
+  elsewhere, each image at its own minimal letterbox like the articles' loop.
+  The weights are the other sides' weights; OpenVINO computes in bf16 where
+  the CPU has it (AMX, AVX512-BF16: its default), fp32 elsewhere.
 - ``ours_int8``: the same loop with the shared int8 OpenVINO export (the
-  ``.pt`` was rebuilt from its int8 weights; activations are int8 too).
+  ``.pt`` was rebuilt from its int8 weights; activations are int8 too; a
+  static export, so every image gets the 640x640 square).
 - ``ours_pt``: the same loop with ``yolov8n.pt`` on PyTorch (context: what
   the loop alone gives).
 - ``baseline``: the articles' loop: one ``model.predict(path, save=True)`` per
@@ -270,7 +272,7 @@ def split_into_chunks(folder: Path, chunks: int) -> list[Path]:
 
 
 def export_openvino(weights: Path, work_dir: Path) -> Path:
-    """``weights`` exported to an OpenVINO IR (fp32, static 640x640) in work_dir, offline; returns the folder."""
+    """``weights`` exported to an OpenVINO IR (fp32, dynamic input) in work_dir, offline; returns the folder."""
     import shutil
 
     from ultralytics import YOLO
@@ -278,7 +280,7 @@ def export_openvino(weights: Path, work_dir: Path) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     copy = work_dir / weights.name
     shutil.copy(weights, copy)
-    return Path(YOLO(str(copy)).export(format="openvino", imgsz=SCORING_IMGSZ, dynamic=False, half=False))
+    return Path(YOLO(str(copy)).export(format="openvino", imgsz=SCORING_IMGSZ, dynamic=True, half=False))
 
 
 def run(folder: Path, work_dir: Path, weights: Path, exported: Path, int8_weights: Path, threads: int,
@@ -338,6 +340,8 @@ def run(folder: Path, work_dir: Path, weights: Path, exported: Path, int8_weight
             "weights": {side: str(path) for side, path in side_weights.items()},
             "runtime": {side: "OpenVINO (score.py)" if side in ("ours", "ours_int8") else "PyTorch"
                         for side in SIDES},
+            "letterbox": {side: "640x640 square" if side in ("ours_int8", "ours_pt") else "per image, minimal"
+                          for side in SIDES},
             "agreement_with_baseline": {side: agreement(work_dir / side, work_dir / "baseline" / "labels")
                                         for side in ("ours", "ours_int8", "ours_pt")},
             "rounds": len(runs["ours"]), "rounds_planned": rounds, "chunks_per_round": SCORING_CHUNKS, "statistic": "best round per side (median in images_per_s_median)",
