@@ -44,7 +44,7 @@ def run(images: list[Path], weights: Path, exported: Path, int8_weights: Path, t
     model.predict(arrays[0], **common)  # warm-up (sets up the predictor, which resets torch's threads)
     torch.set_num_threads(threads)
 
-    def square_batches() -> None:  # what score.py's _predict does
+    def square_batches() -> None:  # what score.py does on a GPU (and did on a CPU until 2026-12-01)
         for start in range(0, len(arrays), SCORING_BATCH_SIZE):
             model.predict(arrays[start:start + SCORING_BATCH_SIZE], batch=SCORING_BATCH_SIZE, rect=False, **common)
 

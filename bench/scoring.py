@@ -340,7 +340,7 @@ def run(folder: Path, work_dir: Path, weights: Path, exported: Path, int8_weight
             "weights": {side: str(path) for side, path in side_weights.items()},
             "runtime": {side: "OpenVINO (score.py)" if side in ("ours", "ours_int8") else "PyTorch"
                         for side in SIDES},
-            "letterbox": {side: "640x640 square" if side in ("ours_int8", "ours_pt") else "per image, minimal"
+            "letterbox": {side: "640x640 square" if side == "ours_int8" else "per image, minimal"
                           for side in SIDES},
             "agreement_with_baseline": {side: agreement(work_dir / side, work_dir / "baseline" / "labels")
                                         for side in ("ours", "ours_int8", "ours_pt")},

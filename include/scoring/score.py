@@ -48,12 +48,14 @@ Settings (a command-line argument wins over its environment variable):
   OMP_NUM_THREADS     inference threads on CPU (default: every core)
 
 Weights and runtime: a ``.pt`` file (or any format Ultralytics loads) runs on
-Ultralytics' predictor, on the GPU when there is one (fp16). A
-``*_openvino_model`` folder (an Ultralytics OpenVINO export, e.g. int8) runs on
-OpenVINO directly, on the CPU: on the team's 2-core machine, 2.4x the images/s
-of the reference articles' PyTorch loop with the same weights (export them once
-with ``yolo export model=yolov8n.pt format=openvino``; docs/performance.md). A
-static export fixes the input size, so ``--imgsz`` must match it.
+Ultralytics' predictor, on the GPU when there is one (fp16 batches), else one
+image at a time at its own minimal letterbox. A ``*_openvino_model`` folder (an
+Ultralytics OpenVINO export, e.g. int8) runs on OpenVINO directly, on the CPU:
+on the team's 2-core machines, 1.8x to 2.4x the images/s of the reference
+articles' PyTorch loop with the same weights (export them once with ``yolo
+export model=yolov8n.pt format=openvino dynamic=True``; docs/performance.md).
+A dynamic export letterboxes each image to its own minimal shape; a static one
+fixes the input size, so ``--imgsz`` must match it.
 
 Azure ML: ``init()`` loads the model from ``AZUREML_MODEL_DIR`` when set (a
 weights file, or a folder holding one ``.pt`` file or ``*_openvino_model``
