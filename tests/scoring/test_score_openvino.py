@@ -26,6 +26,11 @@ def ov_detector(score: ModuleType, openvino_weights_path: Path):
     return score.load_model(openvino_weights_path, "cpu")
 
 
+@pytest.fixture(scope="module")
+def dynamic_detector(score: ModuleType, dynamic_openvino_weights: Path):
+    return score.load_model(dynamic_openvino_weights, "cpu")
+
+
 def test_cli_with_openvino_weights_gives_the_documented_detections(
     tmp_path: Path, assets_dir: Path, openvino_weights_path: Path
 ) -> None:
@@ -64,16 +69,15 @@ def test_openvino_runner_matches_ultralytics_predictor_on_a_mixed_batch(
 
 
 def test_a_dynamic_export_scores_each_image_at_its_own_minimal_letterbox(
-    score: ModuleType, dynamic_openvino_weights: Path, zoo: Path
+    score: ModuleType, dynamic_detector, dynamic_openvino_weights: Path, zoo: Path
 ) -> None:
     """What Ultralytics' predictor gives for one image at a time with rect=True, not the 640x640 square."""
     from ultralytics import YOLO
 
-    detector = score.load_model(dynamic_openvino_weights, "cpu")
-    assert detector.per_image_letterbox
+    assert dynamic_detector.per_image_letterbox
     names = ["photos/bus.jpg", "photos/zidane.jpg", "formats/gray.png", "odd/rotated.jpg", "odd/large.jpg"]
     arrays = [score.decode((zoo / name).read_bytes(), 640, 10**8).pixels for name in names]
-    ours = detector.detect(arrays, 0.25)  # one call: a mixed batch changes nothing
+    ours = dynamic_detector.detect(arrays, 0.25)  # one call: a mixed batch changes nothing
     model = YOLO(str(dynamic_openvino_weights), task="detect")
     assert sum(len(boxes.conf) for boxes in ours) > 10
     for name, array, mine in zip(names, arrays, ours):
@@ -86,9 +90,9 @@ def test_a_dynamic_export_scores_each_image_at_its_own_minimal_letterbox(
 
 @pytest.mark.parametrize("export", ["static int8", "dynamic"])
 def test_openvino_rows_do_not_depend_on_batch_size(
-    score: ModuleType, ov_detector, dynamic_openvino_weights: Path, zoo: Path, export: str
+    score: ModuleType, ov_detector, dynamic_detector, zoo: Path, export: str
 ) -> None:
-    detector = ov_detector if export == "static int8" else score.load_model(dynamic_openvino_weights, "cpu")
+    detector = ov_detector if export == "static int8" else dynamic_detector
     paths = sorted((zoo / "photos").glob("*.jpg")) + sorted((zoo / "formats").glob("*"))
     one = list(score.score_paths(detector, paths, score.Settings(batch_size=1), root=zoo))
     eight = list(score.score_paths(detector, paths, score.Settings(batch_size=8), root=zoo))
