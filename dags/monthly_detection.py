@@ -28,6 +28,7 @@ from azure_compute.operators.batch import (
 from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
 from include.monthly.config import DagConfig
 from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
+from include.scoring.aml_environment import scoring_environment
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
@@ -160,17 +161,21 @@ with DAG(
     @task
     def shard_aml_output(staged: dict) -> dict:
         """Route Azure ML's appended rows to the staged shards, so both backends share one merge."""
-        from include.monthly.aml_results import appended_rows, split_into_shards
+        from azure_compute.hooks.aml import AzureMLHook
+        from include.monthly.aml_results import appended_rows, output_container, split_into_shards
         from include.monthly.staging import StageResult
 
         ti = get_current_context()["ti"]
         location = ti.xcom_pull(task_ids="submit", key="predictions")
         service = _blob_service()
-        rows = appended_rows(service.get_container_client(location["container"]), location["path"])
-        counts = split_into_shards(service.get_container_client(CONFIG.work_container),
+        # The file is on the account its datastore points at, which need not be the wasb connection's.
+        container = output_container(location, service, AzureMLHook(CONFIG.azure_ml_conn_id).client)
+        rows = appended_rows(container, location["path"])
+        report = split_into_shards(service.get_container_client(CONFIG.work_container),
                                    StageResult.from_dict(staged["stage"]), rows)
-        print(f"Azure ML output routed to {len(counts)} shards, {sum(counts.values())} rows")
-        return counts
+        print(f"Azure ML output routed to {len(report.rows_per_shard)} shards, {report.rows} rows; "
+              f"{report.duplicate_rows} duplicate row(s) of re-run mini-batches left out")
+        return report.rows_per_shard
 
     @task(trigger_rule="none_failed_min_one_success")
     def merge(staged: dict) -> dict:
@@ -297,28 +302,27 @@ with DAG(
     )
     submit = AzureMLSubmitPipelineJobOperator(
         task_id="submit",
-        input_datastore=CONFIG.input_container,
+        input_datastore=CONFIG.aml_images_datastore,
         input_path="{{ ti.xcom_pull(task_ids='stage')['stage']['source_prefix'] }}",
         compute="{{ ti.xcom_pull(task_ids='ensure_compute') }}",
         code_dir=str(SCORING_DIR),
         entry_script="score.py",
-        image=CONFIG.aml_image,
-        pip_packages=CONFIG.aml_pip_packages.split(),
+        environment=scoring_environment(CONFIG.aml_image),
         program_arguments=(
             "--root {% raw %}${{inputs.images}}{% endraw %}"  # Azure ML's own expression, not Jinja
             " --conf {{ ti.xcom_pull(task_ids='validate')['conf'] }}"
             " --imgsz {{ ti.xcom_pull(task_ids='validate')['imgsz'] }}"
             " --batch-size {{ ti.xcom_pull(task_ids='validate')['batch_size'] }}"
         ),
-        # The run's copy of the weights, through the datastore named like the work container.
-        weights="{{ ('azureml://datastores/" + CONFIG.work_container + "/paths/' ~ ti.xcom_pull(task_ids='stage')['weights_blob'])"
+        # The run's copy of the weights, through the datastore of the work container.
+        weights="{{ ('azureml://datastores/" + CONFIG.aml_work_datastore + "/paths/' ~ ti.xcom_pull(task_ids='stage')['weights_blob'])"
                 " if ti.xcom_pull(task_ids='stage')['weights_blob'] else None }}",
         mini_batch_size=plan_value("shard_size"),
         instance_count=plan_value("node_count"),
         max_concurrency_per_instance=CONFIG.aml_max_concurrency_per_instance,
         error_threshold=-1,  # failed files become error rows; the merge accounts for every image
         mini_batch_error_threshold=-1,
-        output_datastore=CONFIG.work_container,
+        output_datastore=CONFIG.aml_work_datastore,
         output_path="{{ ti.xcom_pull(task_ids='stage')['work_prefix'] }}aml/",
         month=plan_value("month"),
         deferrable=True,

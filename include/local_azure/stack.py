@@ -189,6 +189,19 @@ def _create_containers(stack: Stack) -> None:
             pass
 
 
+def _register_aml_datastores(stack: Stack) -> None:
+    """Register the DAG's datastores in the local workspace through MLClient, as a user would on Azure."""
+    from include.local_azure.aml_setup import local_ml_client, register_blob_datastores
+    from include.local_azure.azurite import ACCOUNT_KEY
+    from include.monthly.config import DagConfig
+
+    config = DagConfig.from_env()
+    aml = stack.aml
+    client = local_ml_client(aml.url, aml.token, aml.subscription_id, aml.resource_group, aml.workspace)
+    names = register_blob_datastores(client, ACCOUNT_NAME, ACCOUNT_KEY, config.aml_datastores(), protocol="http")
+    print(f"aml: datastores {', '.join(names)} registered")
+
+
 def write_services_env(stack: Stack) -> Path:
     """`.local/services.env`: one `export NAME=value` line per variable (owner-readable only: it holds keys)."""
     lines = ["# Written by `make local-up` (include/local_azure/stack.py). Source it: . .local/services.env"]
@@ -220,6 +233,7 @@ def up(stack: Stack) -> Path:
             print(f"{spec.name}: started (pid {process.pid()}, port {port})")
         _wait_until_answers(spec, stack)
     _create_containers(stack)
+    _register_aml_datastores(stack)
     path = write_services_env(stack)
     print(f"wrote {path}; load it with: . {path}")
     return path

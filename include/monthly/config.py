@@ -8,11 +8,14 @@ come from the DAG's params (validated in ``include.monthly.plan``).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 
 from include.monthly.layout import DEFAULT_SHARD_SIZE, BlobLayout
 
 _PREFIX = "MONTHLY_DETECTION_"
+#: Azure ML's rule for datastore names (studio: "lowercase letters, digits, and underscore").
+DATASTORE_NAME = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,29 @@ class DagConfig:
     poll_interval_s: int = 30
     # Azure ML backend: a low-priority GPU cluster that scales to zero by itself.
     aml_compute: str = "gpu-cluster"
+    # The image under include/scoring/aml/conda.yaml (build include/scoring/aml/Dockerfile for libGL).
     aml_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
-    aml_pip_packages: str = "ultralytics==8.4.190 pandas"
     aml_max_concurrency_per_instance: int = 1
+    # Datastores registered in the workspace for the input and work containers (names of their own:
+    # a container may be called yolo-images, a datastore may not hold '-').
+    aml_images_datastore: str = "images"
+    aml_work_datastore: str = "work"
     # What teardown does with the pool: resize_to_zero, delete or keep.
     pool_teardown: str = "delete"
     tags: tuple[str, ...] = field(default=("yolo", "azure-batch", "monthly"))
+
+    def __post_init__(self) -> None:
+        for name in ("aml_images_datastore", "aml_work_datastore"):
+            value = getattr(self, name)
+            if not DATASTORE_NAME.match(value):
+                raise ValueError(
+                    f"{_PREFIX}{name.upper()}={value!r}: an Azure ML datastore name has only lowercase letters, "
+                    "digits and '_'"
+                )
+
+    def aml_datastores(self) -> dict[str, str]:
+        """The datastores the Azure ML backend needs: name -> the container it must point at."""
+        return {self.aml_images_datastore: self.input_container, self.aml_work_datastore: self.work_container}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "DagConfig":

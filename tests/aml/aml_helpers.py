@@ -52,10 +52,15 @@ def upload_month(local_aml, prefix: str, files: dict[str, bytes]) -> None:
         local_aml.images.upload_blob(f"{prefix}/{name}", data, overwrite=True)
 
 
-def read_output(local_aml, job_name: str) -> list[dict[str, str]]:
+#: The columns of the toy entry script's DataFrame (the driver writes no header).
+TOY_COLUMNS = ["image", "bytes", "tag", "weights_bytes"]
+
+
+def read_output(local_aml, job_name: str, columns: list[str] = TOY_COLUMNS) -> list[dict[str, str]]:
+    """The job's append_row file, read as the driver writes it: space-separated, no header."""
     blob = f"azureml/{job_name}/predictions/predictions.csv"
     text = local_aml.workspace_store.download_blob(blob).readall().decode()
-    return list(csv.DictReader(io.StringIO(text)))
+    return [dict(zip(columns, row)) for row in csv.reader(io.StringIO(text), delimiter=" ") if row]
 
 
 def submit_direct(hook: AzureMLHook, code: Path, prefix: str, weights: str | None = None, **settings) -> str:
@@ -95,3 +100,11 @@ def wait_with_trigger(conn_id: str, job_name: str, timeout: float | None = 300) 
     return asyncio.run(first())
 
 
+def register_datastores(endpoint: AmlEndpoint, datastores: dict[str, str]) -> None:
+    """Register datastores through MLClient, as a user does on a workspace (the endpoint has none of its own)."""
+    from include.local_azure.aml_setup import local_ml_client, register_blob_datastores
+    from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+
+    client = local_ml_client(endpoint.url, endpoint.token, endpoint.subscription_id, endpoint.resource_group,
+                             endpoint.workspace)
+    register_blob_datastores(client, ACCOUNT_NAME, ACCOUNT_KEY, datastores, protocol="http")

@@ -66,8 +66,7 @@ class LocalAml:
 
 
 def start(state_dir: Path, azurite: AzuriteEndpoint, port: int) -> AmlEndpoint:
-    return start_aml_service(state_dir, port, azurite.connection_string, TOKEN,
-                             datastores={IMAGES_DATASTORE: IMAGES_CONTAINER})
+    return start_aml_service(state_dir, port, azurite.connection_string, TOKEN)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +75,9 @@ def local_aml(tmp_path_factory: pytest.TempPathFactory, azurite: AzuriteEndpoint
     state_dir = tmp_path_factory.mktemp("aml-state")
     service = LocalAml(start(state_dir, azurite, free_port()), azurite)
     assert service.endpoint.answers()
+    from aml_helpers import register_datastores
+
+    register_datastores(service.endpoint, {IMAGES_DATASTORE: IMAGES_CONTAINER})
     yield service
     stop_aml_service(state_dir)
 

@@ -21,9 +21,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def product_aml(tmp_path_factory, azurite):
-    """A local Azure ML endpoint with the product's datastores (images, work, predictions), as `make local-up` has."""
+    """A local Azure ML endpoint with the product's datastores registered, as `make local-up` leaves it."""
+    from aml_helpers import register_datastores
+    from include.monthly.config import DagConfig
+
     state_dir = tmp_path_factory.mktemp("aml-product")
     endpoint = start_aml_service(state_dir, free_port(), azurite.connection_string, secrets.token_urlsafe(16))
+    register_datastores(endpoint, DagConfig.from_env().aml_datastores())  # what `make local-up` does
     yield endpoint
     stop_aml_service(state_dir)
 

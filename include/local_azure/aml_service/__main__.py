@@ -16,13 +16,6 @@ from include.local_azure.aml_service.store import ResourceStore
 DEFAULT_TOKEN = "local-aml-token"
 
 
-def parse_datastore(value: str) -> tuple[str, str]:
-    name, sep, container = value.partition("=")
-    if not sep or not name or not container:
-        raise argparse.ArgumentTypeError(f"--datastore takes NAME=CONTAINER, got {value!r}")
-    return name, container
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Local Azure Machine Learning endpoint (loopback only)")
     parser.add_argument("--port", type=int, required=True)
@@ -34,9 +27,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
     parser.add_argument("--resource-group", default="local-rg")
     parser.add_argument("--workspace", default="local-ws")
-    parser.add_argument("--datastore", action="append", type=parse_datastore, default=[],
-                        help="extra datastore NAME=CONTAINER in Azurite (repeatable); "
-                             "workspaceblobstore always exists")
     args = parser.parse_args(argv)
     if not args.storage_connection_string:
         parser.error("--storage-connection-string (or AZURE_STORAGE_CONNECTION_STRING) is required")
@@ -49,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         subscription_id=args.subscription_id,
         resource_group=args.resource_group,
         workspace=args.workspace,
-        datastores=dict(args.datastore),
+        base_url=f"http://127.0.0.1:{args.port}",
     )
     store = ResourceStore(args.state_dir / "aml.sqlite")
     scheduler = JobScheduler(store, args.storage_connection_string, args.state_dir)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from include.local_azure.aml_service.blob import StorageAccount
-from include.local_azure.aml_service.jobs import JobScheduler
+from include.local_azure.aml_service.jobs import FORCED_STATES, DatastoreNotFound, JobScheduler
 from include.local_azure.aml_service.store import ResourceStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ DEFAULT_DATASTORE = "workspaceblobstore"
 VERSIONED = {"codes", "environments", "components", "models", "data"}
 #: Plain collections: <collection>/<name>.
 PLAIN = {"computes", "datastores", "jobs", "batchEndpoints", "onlineEndpoints"}
+#: Studio's rule for datastore names ("lowercase letters, digits, and underscore"; see README).
+DATASTORE_NAME = re.compile(r"^[a-z0-9_]+$")
 ARM_TYPES = {
     "codes": "codes/versions",
     "environments": "environments/versions",
@@ -48,8 +51,8 @@ class ServiceConfig:
     resource_group: str = "local-rg"
     workspace: str = "local-ws"
     location: str = "local"
-    #: extra datastores: name -> Azurite container
-    datastores: dict[str, str] = field(default_factory=dict)
+    #: where this endpoint answers (for the workspace's discovery document)
+    base_url: str = ""
 
     @property
     def workspace_path(self) -> str:
@@ -79,25 +82,22 @@ class AmlService:
     # --- seeding --------------------------------------------------------------
 
     def seed(self) -> None:
-        """Make sure the default datastore and the configured ones exist (and their containers)."""
-        wanted = {DEFAULT_DATASTORE: WORKSPACE_CONTAINER, **self.config.datastores}
-        for name, container in wanted.items():
-            self.config.storage.ensure_container(container)
-            path = f"datastores/{name}"
-            body = {
-                "properties": {
-                    "datastoreType": "AzureBlob",
-                    "accountName": self.config.storage.account_name,
-                    "containerName": container,
-                    "endpoint": "core.windows.net",
-                    "protocol": "https",
-                    "isDefault": name == DEFAULT_DATASTORE,
-                    "credentials": {"credentialsType": "AccountKey"},
-                    "description": f"Azurite container {container}",
-                    "tags": {"local.blobEndpoint": self.config.storage.blob_endpoint},
-                }
+        """The workspace's default datastore ``workspaceblobstore`` (every workspace has one); no others."""
+        self.config.storage.ensure_container(WORKSPACE_CONTAINER)
+        body = {
+            "properties": {
+                "datastoreType": "AzureBlob",
+                "accountName": self.config.storage.account_name,
+                "containerName": WORKSPACE_CONTAINER,
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "isDefault": True,
+                "credentials": {"credentialsType": "AccountKey"},
+                "description": "the workspace's default datastore",
             }
-            self.store.put(path, "datastores", self.envelope("datastores", name, body))
+        }
+        self.store.put(f"datastores/{DEFAULT_DATASTORE}", "datastores",
+                       self.envelope("datastores", DEFAULT_DATASTORE, body))
 
     # --- helpers --------------------------------------------------------------
 
@@ -154,6 +154,18 @@ class AmlService:
             return await self.plain(request, parts)
         return arm_error(404, "NotFound", f"the local Azure ML endpoint has no {collection!r} resources")
 
+    async def run_details(self, name: str) -> web.Response:
+        """Run history's details of a job (``GET {api}/history/v1.0/.../runs/<id>/details``), where a
+        workspace reports a failed job's ``error`` (what the SDK's ``jobs.stream`` shows)."""
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None:
+            return arm_error(404, "UserError", f"Run {name} was not found")
+        details: dict[str, Any] = {"runId": name, "status": doc["properties"].get("status")}
+        error = self.scheduler.run_error(name)
+        if error and details["status"] == "Failed":
+            details["error"] = {"error": {"code": error["code"], "message": error["message"]}}
+        return web.json_response(details)
+
     def workspace_doc(self) -> web.Response:
         storage_id = (
             f"/subscriptions/{self.config.subscription_id}/resourceGroups/{self.config.resource_group}"
@@ -173,7 +185,7 @@ class AmlService:
                     "friendlyName": self.config.workspace,
                     "storageAccount": storage_id,
                     "provisioningState": "Succeeded",
-                    "discoveryUrl": "",
+                    "discoveryUrl": f"{self.config.base_url.rstrip('/')}/_local/discovery",
                     "hbiWorkspace": False,
                     "publicNetworkAccess": "Enabled",
                 },
@@ -206,6 +218,10 @@ class AmlService:
             body = await request.json()
             if path == f"jobs/{name}":
                 return await self.create_job(name, body)
+            if collection == "datastores":
+                refused = self.check_datastore(name, body)
+                if refused is not None:
+                    return refused
             if collection == "deployments" and self.store.get("/".join(parts[:2])) is None:
                 return arm_error(404, "ResourceNotFound", f"endpoint {parts[1]!r} does not exist")
             doc = self.envelope(collection, name, body, rel=path)
@@ -220,6 +236,10 @@ class AmlService:
             if collection.endswith("Endpoints"):
                 props["scoringUri"] = str(request.url.with_query(None)) + "/invoke"
             existed = self.store.get(path) is not None
+            if collection == "datastores":  # secrets are kept for listSecrets and never returned
+                secrets = (props.get("credentials") or {}).pop("secrets", None)
+                if secrets:
+                    self.store.put(f"datastore-secrets/{name}", "datastore-secrets", secrets)
             self.store.put(path, collection, doc)
             return web.json_response(doc, status=200 if existed else 201)
         if method == "DELETE":
@@ -275,8 +295,29 @@ class AmlService:
 
     async def list_secrets(self, name: str) -> web.Response:
         if self.store.get(f"datastores/{name}") is None:
-            return arm_error(404, "ResourceNotFound", f"datastore {name!r} was not found")
-        return web.json_response({"secretsType": "AccountKey", "key": self.config.storage.account_key})
+            return arm_error(404, "UserError", f"Could not find datastore: {name}.")
+        if name == DEFAULT_DATASTORE:
+            return web.json_response({"secretsType": "AccountKey", "key": self.config.storage.account_key})
+        secrets = self.store.get(f"datastore-secrets/{name}")
+        if not secrets:
+            return arm_error(400, "UserError", f"datastore {name!r} has no stored secrets (identity-based access)")
+        return web.json_response(secrets)
+
+    def check_datastore(self, name: str, body: dict[str, Any]) -> web.Response | None:
+        """Refuse what a workspace refuses, and what this endpoint cannot reach (it has one storage account)."""
+        if not DATASTORE_NAME.match(name):
+            return arm_error(400, "UserError",
+                             f"Datastore name {name!r} should only consist of lowercase letters, digits, and underscore")
+        props = body.get("properties") or {}
+        if props.get("datastoreType") != "AzureBlob":
+            return arm_error(400, "UserError", f"the local endpoint serves AzureBlob datastores, not "
+                                               f"{props.get('datastoreType')!r}")
+        account = props.get("accountName")
+        if account != self.config.storage.account_name:
+            return arm_error(400, "UserError", f"storage account {account!r} is not reachable from the local endpoint "
+                                               f"(it serves Azurite's {self.config.storage.account_name!r})")
+        self.config.storage.ensure_container(props.get("containerName") or "")
+        return None
 
     def start_pending_upload(self, name: str, version: str) -> web.Response:
         """Hand out a fresh container for one code upload and a SAS that can write it (as Azure does)."""
@@ -314,6 +355,8 @@ class AmlService:
         }
         try:
             self.scheduler.validate(doc)
+        except DatastoreNotFound:
+            pass  # accepted; the step fails when it is submitted, as on a workspace
         except ValueError as err:
             return arm_error(400, "UserError", str(err))
         self.store.put(path, "jobs", doc)
@@ -338,6 +381,11 @@ class AmlService:
         if isinstance(deployment, str):
             return arm_error(404, "ResourceNotFound", deployment)
         body = await request.json()
+        for output_name, output in ((body.get("properties") or {}).get("outputData") or {}).items():
+            kind = str((output or {}).get("jobOutputType") or "")
+            if kind.lower() != "uri_file":
+                return arm_error(400, "UserError", f"Batch endpoint job output {output_name!r} must be of type "
+                                                   f"uri_file (the file the rows are appended to), not {kind!r}")
         try:
             job = await self.scheduler.create_endpoint_job(endpoint, deployment, body.get("properties") or {})
         except ValueError as err:
@@ -365,7 +413,7 @@ def token_is_valid(header: str, secret: str) -> bool:
 def auth_middleware(secret: str):
     @web.middleware
     async def check_token(request: web.Request, handler):
-        if request.path == "/_local/health":  # liveness for `make local-up`; reveals nothing
+        if request.path in ("/_local/health", "/_local/discovery"):  # liveness and service URLs; no secrets
             return await handler(request)
         if not token_is_valid(request.headers.get("Authorization", ""), secret):
             return arm_error(
@@ -394,6 +442,38 @@ def make_app(config: ServiceConfig, store: ResourceStore, scheduler: JobSchedule
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/_local/health", health)
+
+    async def discovery(request: web.Request) -> web.Response:
+        """The workspace's discovery document: where its data-plane services (run history) answer."""
+        base = config.base_url.rstrip("/")
+        return web.json_response({"api": base, "history": base, "experimentation": base})
+
+    app.router.add_get("/_local/discovery", discovery)
+    app.router.add_get(
+        "/history/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
+        "/workspaces/{ws}/runs/{run}/details",
+        lambda request: service.run_details(request.match_info["run"]),
+    )
+
+    async def faults(request: web.Request) -> web.Response:
+        """Test faults for the next job that starts: ``{"rerun_after_append": true}``."""
+        body = await request.json()
+        unknown = set(body) - {"rerun_after_append"}
+        if unknown:
+            return arm_error(400, "BadRequest", f"unknown fault(s) {sorted(unknown)}")
+        scheduler.next_job_faults.update(body)
+        return web.json_response(scheduler.next_job_faults)
+
+    async def force_status(request: web.Request) -> web.Response:
+        """Leave a job NotResponding or Paused (``{"status": ...}``), as a workspace can."""
+        status = (await request.json()).get("status")
+        if status not in FORCED_STATES:
+            return arm_error(400, "BadRequest", f"status must be one of {sorted(FORCED_STATES)}")
+        await scheduler.force_status(request.match_info["name"], status)
+        return web.json_response({"status": status})
+
+    app.router.add_put("/_local/faults", faults)
+    app.router.add_post("/_local/jobs/{name}/status", force_status)
 
     async def on_startup(app: web.Application) -> None:
         await scheduler.resume_unfinished()

@@ -3,8 +3,8 @@
 A pipeline job's parallel step is resolved into a plain `RunPlan` (where the code, the
 input folder and the output file live in Azurite, and the step's settings), which a
 `runner` subprocess executes. The job moves Queued -> Preparing -> Running ->
-Finalizing -> Completed, or Failed (with the error in ``properties["azureml.error"]``)
-or Canceled. One job runs at a time (a small machine); the others wait Queued.
+Finalizing -> Completed, or Failed (with the error in the run-history details, as a
+workspace reports it) or Canceled. One job runs at a time (a small machine); the others wait Queued.
 """
 from __future__ import annotations
 
@@ -30,13 +30,27 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Canceled"})
-ERROR_PROPERTY = "azureml.error"
+#: States a real job can be left in that the SDK also counts as terminal (_run_history_constants.py);
+#: the local endpoint only enters them when a test forces them (POST /_local/jobs/<name>/status).
+FORCED_STATES = frozenset({"NotResponding", "Paused"})
+#: Where the local endpoint keeps a failed job's error for its run-history details (not on the job:
+#: a real workspace returns the error from run history, GET .../runs/<id>/details).
+ERROR_KEY = "runError"
 #: Azure ML's default name of the append_row output file.
 DEFAULT_APPEND_ROW_FILE = "parallel_run_step.txt"
 #: Parallel-runner arguments that belong to the runner, not to the entry script.
 RUNNER_ARGUMENTS = {"--append_row_file_name"}
 _DATASTORE_URI = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<path>.*)$")
 _BINDING = re.compile(r"^\$\{\{\s*(?P<scope>parent\.)?(?P<kind>inputs|outputs)\.(?P<name>[\w-]+)\s*\}\}$")
+
+
+class DatastoreNotFound(ValueError):
+    """A job names a datastore the workspace does not have: the job is accepted and then fails."""
+
+    def __init__(self, name: str) -> None:
+        # The wording a workspace reports for a pipeline step on an unregistered datastore (see README).
+        super().__init__(f"UserError: Failed to submit job due to Exception: Response status code does not "
+                         f"indicate success: 404 (Could not find datastore: {name}.).")
 
 
 @dataclass
@@ -56,6 +70,8 @@ class RunPlan:
     input_name: str
     input: BlobLocation
     output: BlobLocation | None
+    #: the append_row file name as the driver uses it (lower-cased)
+    output_file_name: str = DEFAULT_APPEND_ROW_FILE
     mini_batch_size: int = 10
     error_threshold: int = -1
     mini_batch_error_threshold: int = -1
@@ -93,6 +109,24 @@ def stop_leftover_runner(pid_file: Path) -> None:
         pass
 
 
+#: Characters the driver refuses in --append_row_file_name (its argument validator).
+_BAD_FILE_NAME = re.compile(r'[~"#%&*:<>?/\\{|}]')
+
+
+def append_row_file_name(name: str, folder: str) -> str:
+    """The output file name as the driver uses it: lower-cased, no path characters, path <= 260."""
+    if not name or _BAD_FILE_NAME.search(name) or len(f"{folder}/{name}") > 260:
+        raise ValueError(
+            f"append_row_file_name must be a valid UNIX file name; {name!r} is empty, too long or contains "
+            'one of ~"#%&*:<>?/\\{|}'
+        )
+    return name.lower()  # the driver's argument parser lower-cases it (type=str.lower)
+
+
+def output_file_name_of(output: BlobLocation | None) -> str:
+    return output.path.rsplit("/", 1)[-1] if output else DEFAULT_APPEND_ROW_FILE
+
+
 def _int(value: Any, default: int, name: str) -> int:
     if value is None or value == "":
         return default
@@ -127,6 +161,8 @@ class JobScheduler:
         self._tasks: dict[str, asyncio.Task] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._canceled: set[str] = set()
+        #: faults for the next job that starts (PUT /_local/faults), consumed by it
+        self.next_job_faults: dict[str, Any] = {}
 
     def attach(self, service: AmlService) -> None:
         self.service = service
@@ -154,7 +190,7 @@ class JobScheduler:
             raise ValueError(f"{what} must be an azureml://datastores/<name>/paths/<path> URI, got {uri!r}")
         datastore = self.store.get(f"datastores/{match['datastore']}")
         if datastore is None:
-            raise ValueError(f"{what} names datastore {match['datastore']!r}, which does not exist")
+            raise DatastoreNotFound(match["datastore"])
         return BlobLocation(datastore["properties"]["containerName"], match["path"].strip("/"))
 
     def _code_location(self, code_id: str) -> BlobLocation:
@@ -218,8 +254,7 @@ class JobScheduler:
             if "--append_row_file_name" in arguments:
                 index = arguments.index("--append_row_file_name")
                 file_name = arguments[index + 1] if index + 1 < len(arguments) else ""
-                if not re.fullmatch(r"[\w.-]+", file_name):
-                    raise ValueError(f"--append_row_file_name must be a plain file name, got {file_name!r}")
+            file_name = append_row_file_name(file_name, folder.path)
             output = BlobLocation(folder.container, f"{folder.path}/{file_name}".lstrip("/"))
         entry_arguments = []
         skip = False
@@ -239,6 +274,7 @@ class JobScheduler:
             input_name=input_name,
             input=self._datastore_location(input_uri or "", f"input {input_name}"),
             output=output,
+            output_file_name=output_file_name_of(output),
             mini_batch_size=_int(setting("mini_batch_size"), 10, "mini_batch_size"),
             error_threshold=_int(setting("error_threshold"), -1, "error_threshold"),
             mini_batch_error_threshold=_int(setting("mini_batch_error_threshold"), -1, "mini_batch_error_threshold"),
@@ -296,12 +332,12 @@ class JobScheduler:
         if doc is None:
             return
         props = doc["properties"]
-        if props.get("status") in TERMINAL_STATES:
+        if props.get("status") in TERMINAL_STATES | FORCED_STATES:
             return
         props["status"] = status
-        if error:
-            props.setdefault("properties", {})[ERROR_PROPERTY] = error[-4000:]
         self.store.put(f"jobs/{name}", "jobs", doc)
+        if error:
+            self.store.put(f"run-errors/{name}", ERROR_KEY, {"code": "UserError", "message": error[-4000:]})
         log.info("job %s: %s%s", name, status, f" ({error})" if error else "")
 
     async def submit(self, name: str) -> None:
@@ -314,8 +350,26 @@ class JobScheduler:
             status = doc["properties"].get("status")
             if status == "CancelRequested":
                 self._finish_canceled(doc["name"])
-            elif status not in TERMINAL_STATES:
+            elif status not in TERMINAL_STATES | FORCED_STATES:
                 await self.submit(doc["name"])
+
+    def run_error(self, name: str) -> dict[str, str] | None:
+        """The error a failed job recorded (what its run-history details carry)."""
+        return self.store.get(f"run-errors/{name}")
+
+    async def force_status(self, name: str, status: str) -> None:
+        """Leave a job in NotResponding or Paused, as a node that stopped heartbeating would (a test fault)."""
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None or doc["properties"].get("status") in TERMINAL_STATES:
+            return
+        doc["properties"]["status"] = status
+        self.store.put(f"jobs/{name}", "jobs", doc)
+        proc = self._procs.get(name)
+        if proc is not None and proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     async def cancel(self, name: str) -> None:
         doc = self.store.get(f"jobs/{name}")
@@ -371,7 +425,9 @@ class JobScheduler:
         work.mkdir(parents=True, exist_ok=True)
         stop_leftover_runner(work / "runner.pid")  # a runner orphaned when the service was killed
         spec_file = work / "plan.json"
-        spec_file.write_text(json.dumps({"plan": asdict(plan), "connection_string": self.connection_string}))
+        faults, self.next_job_faults = self.next_job_faults, {}
+        spec_file.write_text(json.dumps({"plan": asdict(plan), "connection_string": self.connection_string,
+                                         "faults": faults}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
         log_file = open(work / "runner.log", "ab")
         proc = await asyncio.create_subprocess_exec(
@@ -441,12 +497,17 @@ class JobScheduler:
         if not input_uri:
             raise ValueError("invoke needs an input folder (inputData with a uri)")
         outputs = props.get("outputData") or {}
-        output_uri = next((v.get("uri") for v in outputs.values() if isinstance(v, dict) and v.get("uri")), None)
-        output_uri = output_uri or f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/score/"
+        output_file = next((v.get("uri") for v in outputs.values() if isinstance(v, dict) and v.get("uri")), None)
         output = None
         if (dep.get("outputAction") or "AppendRow").lower() == "appendrow":
-            folder = self._datastore_location(output_uri, "output")
-            file_name = dep.get("outputFileName") or "predictions.csv"
+            if output_file:  # a uri_file output: the file the rows go to (the app refused anything else)
+                folder_uri, _, file_name = output_file.rstrip("/").rpartition("/")
+                folder = self._datastore_location(folder_uri + "/", "output")
+            else:
+                folder = self._datastore_location(
+                    f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/score/", "output")
+                file_name = dep.get("outputFileName") or "predictions.csv"
+            file_name = append_row_file_name(file_name, folder.path)
             output = BlobLocation(folder.container, f"{folder.path}/{file_name}".lstrip("/"))
         model = None
         asset = (dep.get("model") or {}).get("assetId")
@@ -462,6 +523,7 @@ class JobScheduler:
             input_name="input_data",
             input=self._datastore_location(input_uri, "input"),
             output=output,
+            output_file_name=output_file_name_of(output),
             mini_batch_size=_int(dep.get("miniBatchSize"), 10, "miniBatchSize"),
             error_threshold=_int(dep.get("errorThreshold"), -1, "errorThreshold"),
             max_retries=_int(retry.get("maxRetries"), 3, "retrySettings.maxRetries"),

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from include.local_azure.processes import ServiceProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SERVICE_NAME = "aml"
-#: Datastores of the local workspace besides ``workspaceblobstore``: name -> Azurite container.
-PRODUCT_DATASTORES = {"images": "images", "work": "work", "predictions": "predictions"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,6 @@ class AmlEndpoint:
     subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "local-rg"
     workspace: str = "local-ws"
-    datastores: dict[str, str] = field(default_factory=lambda: dict(PRODUCT_DATASTORES))
 
     @property
     def url(self) -> str:
@@ -73,16 +70,17 @@ def start_aml_service(
     port: int,
     storage_connection_string: str,
     token: str,
-    datastores: dict[str, str] | None = None,
 ) -> AmlEndpoint:
-    """Run `python -m include.local_azure.aml_service` in the background; state under state_dir/aml."""
-    endpoint = AmlEndpoint(port, token, state_dir, datastores=dict(PRODUCT_DATASTORES if datastores is None else datastores))
+    """Run `python -m include.local_azure.aml_service` in the background; state under state_dir/aml.
+
+    The workspace starts with only ``workspaceblobstore``; register other datastores through
+    ``MLClient`` as on a real workspace (see `register_blob_datastores`).
+    """
+    endpoint = AmlEndpoint(port, token, state_dir)
     argv = [sys.executable, "-m", "include.local_azure.aml_service", "--port", str(port),
             "--state-dir", str(state_dir / SERVICE_NAME), "--storage-connection-string", storage_connection_string,
             "--subscription-id", endpoint.subscription_id, "--resource-group", endpoint.resource_group,
             "--workspace", endpoint.workspace]
-    for name, container in endpoint.datastores.items():
-        argv += ["--datastore", f"{name}={container}"]
     # the token goes through the environment, not argv, so `ps` does not show it
     ServiceProcess(SERVICE_NAME, state_dir).start(
         argv, port=port, env={"PYTHONPATH": str(PROJECT_ROOT), "AZURE_ML_LOCAL_TOKEN": token}

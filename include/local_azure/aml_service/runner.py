@@ -1,20 +1,26 @@
 """The parallel runner of the local Azure ML endpoint (one subprocess per job).
 
-It does what Azure ML's parallel run step does on a cluster, on this machine:
+It does what Azure ML's parallel run driver does on a cluster, on this machine:
 downloads the code asset and the input folder from Azurite, starts
 ``instance_count x max_concurrency_per_instance`` worker processes that each import
 the entry script and call ``init()`` once, hands them mini batches of
 ``mini_batch_size`` files for ``run()``, retries a failed or timed-out mini batch up to
-``max_retries`` tries in all, fails the job once more mini batches (or files) failed than
-the thresholds allow, and appends every row ``run()`` returned to one CSV (with the
-DataFrame's header) uploaded to the ``append_row_to`` output.
+``max_retries`` tries in all, and fails the job once more mini batches (or files) failed
+than the thresholds allow, or when no mini batch succeeded at all.
+
+The ``append_row`` output is written as the driver writes it: each worker process
+appends what ``run()`` returned to its own temp file ``temp_<ip>_<pid>_<file name>``
+(a DataFrame with ``to_csv(sep=" ", header=None, index=None, mode="a")``, a list as
+one ``str(item)`` per line) *before* the mini batch is marked done, and the temp files
+are concatenated into the one output file at the end. A worker that dies after
+appending (a pre-empted node) gets its mini batch run again, so its rows appear twice:
+the ``rerun_after_append`` fault (``PUT /_local/faults``) makes that happen on purpose.
 
 Protocol with the service (stdout): ``STATUS <state>`` lines, and at most one
 ``ERROR <json string>`` line before a non-zero exit.
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import multiprocessing as mp
@@ -57,8 +63,11 @@ def load_entry_script(code_dir: str, entry_script: str) -> Any:
 
 
 def worker_main(worker_id: int, code_dir: str, entry_script: str, arguments: list[str],
-                env: dict[str, str], tasks: mp.Queue, results: mp.Queue) -> None:
-    """One worker process: init() once, then run() for every mini batch it is handed."""
+                env: dict[str, str], tasks: mp.Queue, results: mp.Queue, output: dict[str, Any] | None) -> None:
+    """One worker process: init() once, then run() for every mini batch it is handed.
+
+    output (None without append_row): ``{"dir", "file_name", "ip", "die_after_append"}``.
+    """
     os.environ.update(env)
     os.chdir(code_dir)
     sys.argv = [entry_script, *arguments]
@@ -75,23 +84,61 @@ def worker_main(worker_id: int, code_dir: str, entry_script: str, arguments: lis
             return
         batch_id, files = item
         try:
-            output = module.run(list(files))
-            rows = to_rows(output)
+            returned = module.run(list(files))
+            count = append_to_temp_file(returned, output) if output else result_length(returned)
         except BaseException:
             results.put(("error", worker_id, batch_id, traceback.format_exc()))
             continue
-        results.put(("done", worker_id, batch_id, rows))
+        if output and output.get("die_after_append"):
+            os._exit(137)  # the fault: rows appended, the mini batch never marked done (a pre-empted node)
+        results.put(("done", worker_id, batch_id, count))
 
 
-def to_rows(output: Any) -> tuple[list[str] | None, list[list[Any]]]:
-    """(header, rows) from what run() returned: a DataFrame (with header) or a list (one row each)."""
+def temp_file_name(ip: str, pid: int, file_name: str) -> str:
+    """The driver's per-process temp file: temp_<ip>_<pid>_<append_row_file_name>."""
+    return f"temp_{ip}_{pid}_{file_name}"
+
+
+def result_length(returned: Any) -> int:
+    """What the driver accepts from run(): a list or a DataFrame (anything else fails the mini batch)."""
     import pandas as pd
 
-    if isinstance(output, pd.DataFrame):
-        return [str(c) for c in output.columns], output.astype(object).where(output.notna(), None).values.tolist()
-    if isinstance(output, (list, tuple)):
-        return None, [[value] for value in output]
-    raise TypeError(f"run() must return a pandas.DataFrame or a list, not {type(output).__name__}")
+    if not isinstance(returned, (list, pd.DataFrame)):
+        raise TypeError(f"The type of return value is not a list or dataframe: {type(returned).__name__}")
+    return len(returned)
+
+
+def append_to_temp_file(returned: Any, output: dict[str, Any]) -> int:
+    """Append run()'s result to this process's temp file, in the driver's format; returns its length."""
+    import pandas as pd
+
+    count = result_length(returned)
+    folder = Path(output["dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / temp_file_name(output["ip"], os.getpid(), output["file_name"])
+    if isinstance(returned, list):
+        with open(path, "a", encoding="utf-8") as handle:
+            for item in returned:
+                handle.write(f"{item}\n")
+    else:
+        returned.to_csv(path, sep=" ", header=None, index=None, mode="a")
+    return count
+
+
+def concatenate(folder: Path, file_name: str, target: Path) -> int:
+    """Concatenate the per-process temp files into the one output file; returns how many there were.
+
+    In which order the driver concatenates them is not documented; here: by file name.
+    """
+    suffix = f"_{file_name}"
+    parts = sorted(p for p in folder.iterdir() if p.name.startswith("temp_") and p.name.endswith(suffix)) \
+        if folder.exists() else []
+    with open(target, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    out.write(chunk)
+    return len(parts)
 
 
 # --- coordinator side -----------------------------------------------------------
@@ -119,14 +166,20 @@ class JobFailed(Exception):
     pass
 
 
+def last_line(text: str) -> str:
+    """The last line of a traceback (the exception), or the text itself."""
+    return text.strip().splitlines()[-1] if text.strip() else text
+
+
 class ParallelRun:
-    def __init__(self, plan: dict[str, Any], code_dir: Path, files: list[Path], out_csv: Path) -> None:
+    def __init__(self, plan: dict[str, Any], code_dir: Path, files: list[Path], temp_dir: Path | None,
+                 faults: dict[str, Any] | None = None) -> None:
         self.plan = plan
         self.code_dir = code_dir
         size = plan["mini_batch_size"]
         self.batches = [[str(f) for f in files[i:i + size]] for i in range(0, len(files), size)]
-        self.out_csv = out_csv
-        self.header: list[str] | None = None
+        self.temp_dir = temp_dir  # None: no append_row output
+        self.faults = dict(faults or {})
         self.ctx = mp.get_context("spawn")
         self.results: mp.Queue = self.ctx.Queue()
         self.workers: dict[int, Worker] = {}
@@ -138,10 +191,19 @@ class ParallelRun:
         tasks = self.ctx.Queue()
         wid = self.next_worker_id
         self.next_worker_id += 1
+        output = None
+        if self.temp_dir is not None:
+            # Each emulated node has its own address; its processes share it (the driver names files by both).
+            instance = wid % max(1, self.plan["instance_count"])
+            die = bool(self.faults.pop("rerun_after_append", False))
+            output = {"dir": str(self.temp_dir), "file_name": self.plan["output_file_name"],
+                      "ip": f"10.0.0.{4 + instance}", "die_after_append": die}
+            if die:
+                log(f"fault: worker {wid} dies after appending its first mini batch's rows")
         process = self.ctx.Process(
             target=worker_main,
             args=(wid, str(self.code_dir), self.plan["entry_script"], self.plan["program_arguments"],
-                  self.plan["environment_variables"], tasks, self.results),
+                  self.plan["environment_variables"], tasks, self.results, output),
             daemon=True,
         )
         process.start()
@@ -173,22 +235,10 @@ class ParallelRun:
             files = [Path(f).name for f in self.batches[batch_id]]
             raise JobFailed(
                 f"mini batch {batch_id} ({', '.join(files)}) failed after {tries} tries: "
-                f"{reason.strip().splitlines()[-1] if reason.strip() else reason}; "
+                f"{last_line(reason)}; "
                 f"{len(progress.failed_batches)} mini batch(es) / {progress.failed_items} file(s) failed, over "
                 f"mini_batch_error_threshold={limit_batches} / error_threshold={limit_items}"
             )
-
-    def append(self, header: list[str] | None, rows: list[list[Any]]) -> None:
-        """Append rows to the output CSV; the first DataFrame's columns become its header."""
-        with open(self.out_csv, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            if self.header is None and header is not None:
-                self.header = header
-                writer.writerow(header)
-            elif header is not None and header != self.header:  # same columns, another order
-                index = {name: i for i, name in enumerate(header)}
-                rows = [[row[index[name]] if name in index else None for name in self.header] for row in rows]
-            writer.writerows(["" if v is None else v for v in row] for row in rows)
 
     def run(self) -> Progress:
         count = self.plan["instance_count"] * self.plan["max_concurrency_per_instance"]
@@ -211,7 +261,7 @@ class ParallelRun:
                     continue
                 worker = self.workers.get(wid)
                 if kind == "init_error":
-                    raise JobFailed(f"init() of entry script {self.plan['entry_script']} failed: {payload.strip().splitlines()[-1]}")
+                    raise JobFailed(f"init() of entry script {self.plan['entry_script']} failed: {last_line(payload)}")
                 if worker is None:
                     continue  # a result from a worker we already replaced
                 if kind == "ready":
@@ -219,7 +269,6 @@ class ParallelRun:
                 elif kind == "done":
                     worker.batch = None
                     self.progress.done += 1
-                    self.append(*payload)
                 elif kind == "error":
                     worker.batch = None
                     self.batch_failed(batch_id, payload)
@@ -228,6 +277,13 @@ class ParallelRun:
                 self.workers[wid].tasks.put(None)
             for wid in list(self.workers):
                 self.stop_worker(wid)
+        if self.batches and self.progress.done == 0:
+            first = self.progress.failed_batches[0]
+            raise JobFailed(
+                f"no mini batch succeeded: all {len(self.batches)} failed; mini batch {first} "
+                f"({', '.join(Path(f).name for f in self.batches[first])}): "
+                f"{last_line(self.progress.last_error.get(first, ''))}"
+            )
         return self.progress
 
     def dispatch(self) -> None:
@@ -304,16 +360,21 @@ def main(spec_file: str, work_dir: str) -> int:
         for name, path in paths.items():
             placeholder = "${{inputs.%s}}" % name
             plan["program_arguments"] = [a.replace(placeholder, str(path)) for a in plan["program_arguments"]]
-        out_csv = work / "append_row.csv"
-        out_csv.unlink(missing_ok=True)
+        temp_dir = None
+        if plan["output"]:
+            import shutil
+
+            temp_dir = work / "output"
+            shutil.rmtree(temp_dir, ignore_errors=True)  # a run again after a restart starts clean
         say("STATUS", "Running")
-        progress = ParallelRun(plan, code_dir, files, out_csv).run()
+        progress = ParallelRun(plan, code_dir, files, temp_dir, spec.get("faults")).run()
         log(f"{progress.done} mini batch(es) done, {len(progress.failed_batches)} failed")
         say("STATUS", "Finalizing")
         if plan["output"]:
-            if not out_csv.exists():
-                out_csv.write_text("")
-            upload_file(account, plan["output"]["container"], plan["output"]["path"], out_csv)
+            out_file = work / "append_row.out"
+            parts = concatenate(temp_dir, plan["output_file_name"], out_file)
+            log(f"concatenated {parts} temp file(s) into {plan['output_file_name']}")
+            upload_file(account, plan["output"]["container"], plan["output"]["path"], out_file)
         return 0
     except JobFailed as err:
         say("ERROR", json.dumps(str(err)))

@@ -28,10 +28,19 @@ from airflow.sdk.log import mask_secret
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 
-#: Azure ML job states, as the service reports them.
+#: Azure ML job states, as the service reports them. The SDK's own terminal set
+#: (azure/ai/ml/operations/_run_history_constants.py TERMINAL_STATUSES) also holds NotResponding
+#: (no heartbeat from the job) and Paused: a wait must end on them too, not run into its timeout.
 JOB_SUCCESS_STATES = frozenset({"Completed"})
-JOB_FAILURE_STATES = frozenset({"Failed", "Canceled"})
+JOB_FAILURE_STATES = frozenset({"Failed", "Canceled", "NotResponding", "Paused"})
 JOB_TERMINAL_STATES = JOB_SUCCESS_STATES | JOB_FAILURE_STATES
+#: What a wait that ends in a state other than Failed tells the user.
+JOB_STATE_HINTS = {
+    "Canceled": "the job was canceled",
+    "NotResponding": "the job stopped sending heartbeats (NotResponding); check its nodes and logs in studio, "
+                     "then cancel and rerun it",
+    "Paused": "the job is Paused; resume or cancel it in studio",
+}
 
 STUDIO_URL = "https://ml.azure.com"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -267,6 +276,24 @@ class AzureMLHook(BaseHook):
     def submit_job(self, job: Any, experiment_name: str | None = None):
         """Create the job in the workspace and return it as the service sees it."""
         return self.client.jobs.create_or_update(job, experiment_name=experiment_name)
+
+    def get_job_error(self, name: str) -> str:
+        """The error a failed job reports: run history's details (what ``jobs.stream`` shows), else "".
+
+        The job resource itself carries no error; a workspace reports it in the run's details
+        (``GET {api}/history/v1.0/.../runs/<name>/details`` -> ``error.error.message``). The SDK
+        has no public call for it, so this uses the one ``MLClient.jobs.stream`` uses.
+        """
+        try:
+            details = self.client.jobs._runs_operations.get_run_details(name)
+        except Exception as err:  # the error is a courtesy: never hide the job's state behind it
+            self.log.warning("could not read the run details of Azure ML job %s: %s", name, err)
+            return ""
+        error = getattr(details, "error", None)
+        inner = getattr(error, "error", None)
+        message = getattr(inner, "message", None) or ""
+        code = getattr(inner, "code", None)
+        return f"{code}: {message}" if code and message and not message.startswith(code) else message
 
     def cancel_job(self, name: str) -> None:
         """Ask the service to cancel the job and wait until it accepted."""

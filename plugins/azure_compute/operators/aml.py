@@ -84,6 +84,10 @@ class ParallelScoringSettings:
             raise ValueError(f"max_retries (tries in all) must be >= 1, got {self.max_retries!r}")
         if not re.fullmatch(r"[\w.-]+", self.output_file_name):
             raise ValueError(f"output_file_name must be a plain file name, got {self.output_file_name!r}")
+        if self.output_file_name != self.output_file_name.lower():
+            # The driver lower-cases --append_row_file_name: a mixed-case name would land elsewhere.
+            raise ValueError(f"output_file_name {self.output_file_name!r}: use lower case (Azure ML's parallel "
+                             f"run driver writes {self.output_file_name.lower()!r})")
         if APPEND_ROW_FILE_ARG in self.program_arguments:
             raise ValueError(f"set output_file_name instead of {APPEND_ROW_FILE_ARG} in program_arguments")
 
@@ -577,6 +581,7 @@ def output_file_location(hook: AzureMLHook, datastore: str, path: str) -> dict[s
         "uri": f"azureml://datastores/{datastore}/paths/{path}",
         "datastore": datastore,
         "account_name": getattr(store, "account_name", "") or "",
+        "endpoint": getattr(store, "endpoint", "") or "",
         "container": getattr(store, "container_name", "") or "",
         "path": path,
     }
@@ -584,8 +589,8 @@ def output_file_location(hook: AzureMLHook, datastore: str, path: str) -> dict[s
 
 def datastore_uri(datastore: str, path: str) -> str:
     """``azureml://datastores/<datastore>/paths/<path>/`` for a folder on a datastore."""
-    if not re.fullmatch(r"[A-Za-z0-9_]+", datastore or ""):
-        raise ValueError(f"datastore name {datastore!r}: letters, digits and '_' only")
+    if not re.fullmatch(r"[a-z0-9_]+", datastore or ""):
+        raise ValueError(f"datastore name {datastore!r}: lowercase letters, digits and '_' only (Azure ML's rule)")
     clean = (path or "").strip("/")
     if not clean or ".." in clean.split("/"):
         raise ValueError(f"path {path!r} on datastore {datastore!r} must be a non-empty folder without '..'")
@@ -665,9 +670,13 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
         job_name = self.job_name or deterministic_job_name(self.dag_id, context["run_id"], self.task_id, self.month or "")
         input_uri = datastore_uri(self.input_datastore, self.input_path)
         output_folder = (self.output_path or f"azureml/{job_name}/score").strip("/")
+        file_name = self.output_file_name.lower()  # as the driver names it
         outputs = None
         if self.output_path:
-            outputs = {"score": Output(type="uri_folder", path=datastore_uri(self.output_datastore, output_folder))}
+            # A batch endpoint job's output is the file the rows are appended to: type uri_file.
+            outputs = {"score": Output(type="uri_file",
+                                       path=datastore_uri(self.output_datastore, output_folder).rstrip("/")
+                                       + f"/{file_name}")}
         if hook.find_job(job_name) is not None:
             self.log.info("Re-attaching to batch endpoint job %s, started by an earlier try", job_name)
         else:
@@ -685,7 +694,7 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
         AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
         context["ti"].xcom_push(
             key="predictions",
-            value=output_file_location(hook, self.output_datastore, f"{output_folder}/{self.output_file_name}"),
+            value=output_file_location(hook, self.output_datastore, f"{output_folder}/{file_name}"),
         )
         if not self.wait_for_completion:
             return job_name

@@ -8,7 +8,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from azure_compute.hooks.aml import JOB_SUCCESS_STATES, JOB_TERMINAL_STATES, AzureMLHook, job_status
+from azure_compute.hooks.aml import (
+    JOB_STATE_HINTS,
+    JOB_SUCCESS_STATES,
+    JOB_TERMINAL_STATES,
+    AzureMLHook,
+    job_status,
+)
 
 #: Transient poll errors (after the SDK's own retries) tolerated in a row before the wait fails.
 MAX_CONSECUTIVE_POLL_FAILURES = 3
@@ -18,7 +24,7 @@ class AzureMLJobTrigger(BaseTrigger):
     """Poll an Azure ML job until it reaches a terminal state, then fire one event.
 
     The event is ``{"status", "job_name", "job_status", "message", "studio_url"}`` with
-    status ``success`` (Completed), ``failure`` (Failed or Canceled), ``timeout`` or
+    status ``success`` (Completed), ``failure`` (Failed, Canceled, NotResponding or Paused), ``timeout`` or
     ``error`` (the job could not be read: wrong credential, no such job, or repeated
     transient errors). The SDK is synchronous, so each poll runs in a thread and never
     blocks the triggerer's event loop. Status changes are logged as they are seen.
@@ -89,7 +95,7 @@ class AzureMLJobTrigger(BaseTrigger):
                 self.log.info("Azure ML job %s: %s -> %s", self.job_name, last_status or "(start)", status)
                 last_status = status
             if status in JOB_TERMINAL_STATES:
-                yield TriggerEvent(job_event(hook, job))
+                yield TriggerEvent(await asyncio.to_thread(job_event, hook, job))
                 return
             if self.timeout is not None and time.time() - self.started_at > self.timeout:
                 yield TriggerEvent(
@@ -106,12 +112,18 @@ class AzureMLJobTrigger(BaseTrigger):
 
 
 def job_event(hook: AzureMLHook, job: Any) -> dict[str, Any]:
-    """The event payload for a job in a terminal state (also used by the non-deferred path)."""
+    """The event payload for a job in a terminal state (also used by the non-deferred path).
+
+    A Failed job's message carries the error the workspace reports (run history's details);
+    NotResponding, Paused and Canceled say what they mean. The studio link goes with every one.
+    """
     status = job_status(job)
     message = f"Azure ML job {job.name} ended {status}"
-    error = job_error_message(job)
-    if error:
-        message += f": {error}"
+    if status == "Failed":
+        error = hook.get_job_error(job.name)
+        message += f": {error}" if error else " (the workspace reports no error; see its logs in studio)"
+    elif status in JOB_STATE_HINTS:
+        message += f": {JOB_STATE_HINTS[status]}"
     return {
         "status": "success" if status in JOB_SUCCESS_STATES else "failure",
         "job_name": job.name,
@@ -119,12 +131,3 @@ def job_event(hook: AzureMLHook, job: Any) -> dict[str, Any]:
         "message": message,
         "studio_url": hook.studio_url(job.name),
     }
-
-
-def job_error_message(job: Any) -> str:
-    """The error the service recorded on a job, if any (properties or tags, as the service returns)."""
-    properties = getattr(job, "properties", None) or {}
-    for key in ("azureml.error", "error", "errorMessage"):
-        if properties.get(key):
-            return str(properties[key])
-    return ""
