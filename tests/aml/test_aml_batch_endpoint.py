@@ -1,6 +1,8 @@
 """A batch endpoint deployment of the real score.py (init()/run() with AZUREML_MODEL_DIR), invoked from Airflow."""
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from pathlib import Path
 
@@ -20,11 +22,12 @@ def yolo_endpoint(local_aml, weights_path, airflow_db) -> str:
         BatchEndpoint,
         BatchRetrySettings,
         CodeConfiguration,
-        Environment,
         Model,
         ModelBatchDeployment,
         ModelBatchDeploymentSettings,
     )
+    from include.scoring.aml_environment import scoring_environment
+
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW_CONN_AZURE_ML_TEST", local_aml.connection_json())
     client = AzureMLHook("azure_ml_test").client
@@ -45,8 +48,7 @@ def yolo_endpoint(local_aml, weights_path, airflow_db) -> str:
             model=f"azureml:{model.name}:{model.version}",
             code_configuration=CodeConfiguration(code=str(PROJECT_ROOT / "include" / "scoring"),
                                                  scoring_script="score.py"),
-            environment=Environment(image="mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
-                                    conda_file={"dependencies": ["python=3.11", {"pip": ["ultralytics"]}]}),
+            environment=scoring_environment(),  # the same environment the pipeline job uses
             compute="gpu-cluster",
             settings=ModelBatchDeploymentSettings(
                 mini_batch_size=2, instance_count=1, max_concurrency_per_instance=1,
@@ -80,10 +82,10 @@ def test_batch_endpoint_scores_the_month_with_the_registered_model(
     location = ti.xcom_pull(task_ids="invoke", key="predictions")
     assert location["path"] == f"azureml/{job_name}/score/predictions.csv"
     text = local_aml.workspace_store.download_blob(location["path"]).readall().decode()
-    lines = text.splitlines()
-    assert lines[0].startswith("image,status,class_id,class_name")
-    assert any(line.startswith("bus.jpg,ok,") and ",bus," in line for line in lines)
-    assert any(line.startswith("zidane.jpg,ok,") and ",tie," in line for line in lines)
+    rows = list(csv.reader(io.StringIO(text), delimiter=" "))  # the driver's format: no header
+    assert rows and all(len(row) == 12 for row in rows) and rows[0][0] != "image"
+    assert any(row[:2] == ["bus.jpg", "ok"] and row[3] == "bus" for row in rows)
+    assert any(row[:2] == ["zidane.jpg", "ok"] and row[3] == "tie" for row in rows)
 
     assert job_name == conf["job_name"]
 
@@ -101,3 +103,38 @@ def test_unknown_deployment_is_named(yolo_endpoint, aml_conn_id, local_aml):
     with pytest.raises(Exception, match="nosuch"):
         client.batch_endpoints.invoke(endpoint_name=yolo_endpoint, deployment_name="nosuch",
                                       input=Input(type="uri_folder", path="azureml://datastores/images/paths/x/"))
+
+
+def test_invoke_outputs_must_be_uri_file(yolo_endpoint, aml_conn_id, local_aml, toy_code):
+    """A batch endpoint job's output is the file the rows go to: uri_file; a folder is refused."""
+    from azure.ai.ml import Input, Output
+    from azure.core.exceptions import HttpResponseError
+
+    from azure_compute.operators.aml import AzureMLInvokeBatchEndpointOperator, datastore_uri
+
+    client = AzureMLHook(aml_conn_id).client
+    images = Input(type="uri_folder", path="azureml://datastores/images/paths/x/")
+    folder = datastore_uri("workspaceblobstore", "out/folder")
+    with pytest.raises(HttpResponseError, match="must be of type uri_file"):
+        client.batch_endpoints.invoke(endpoint_name=yolo_endpoint, input=images,
+                                      outputs={"score": Output(type="uri_folder", path=folder)})
+    # What our operator sends with an output_path: the file, as uri_file.
+    prefix = f"{uuid.uuid4().hex[:8]}/202407"
+    upload_month(local_aml, prefix, {"bus.jpg": b"not really an image"})
+    operator = AzureMLInvokeBatchEndpointOperator(
+        task_id="invoke", endpoint_name=yolo_endpoint, input_datastore="images", input_path=prefix,
+        output_datastore="workspaceblobstore", output_path=f"out/{prefix}", output_file_name="rows.csv",
+        job_name=f"uri-file-{uuid.uuid4().hex[:6]}", wait_for_completion=False, azure_ml_conn_id=aml_conn_id,
+    )
+    pushed = {}
+
+    class TI:
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    name = operator.execute({"ti": TI(), "run_id": "manual", "dag_run": None})
+    from aml_helpers import wait_with_trigger
+
+    assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed"
+    assert pushed["predictions"]["path"] == f"out/{prefix}/rows.csv"
+    assert local_aml.workspace_store.get_blob_client(f"out/{prefix}/rows.csv").exists()

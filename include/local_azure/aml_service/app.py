@@ -383,7 +383,7 @@ class AmlService:
         body = await request.json()
         for output_name, output in ((body.get("properties") or {}).get("outputData") or {}).items():
             kind = str((output or {}).get("jobOutputType") or "")
-            if kind.lower() != "uri_file":
+            if kind.lower().replace("_", "") != "urifile":  # the SDK sends UriFile (the REST enum's spelling)
                 return arm_error(400, "UserError", f"Batch endpoint job output {output_name!r} must be of type "
                                                    f"uri_file (the file the rows are appended to), not {kind!r}")
         try:
