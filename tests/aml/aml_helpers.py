@@ -108,3 +108,18 @@ def register_datastores(endpoint: AmlEndpoint, datastores: dict[str, str]) -> No
     client = local_ml_client(endpoint.url, endpoint.token, endpoint.subscription_id, endpoint.resource_group,
                              endpoint.workspace)
     register_blob_datastores(client, ACCOUNT_NAME, ACCOUNT_KEY, datastores, protocol="http")
+
+
+def local_call(endpoint, method: str, path: str, body: dict) -> dict:
+    """A call to the local endpoint's test controls under /_local/ (signed like every other request)."""
+    import json
+    import urllib.request
+
+    from azure_compute.hooks.aml import StaticTokenCredential
+
+    token = StaticTokenCredential(endpoint.token).get_token(endpoint.url.rstrip("/") + "/.default").token
+    request = urllib.request.Request(f"{endpoint.url.rstrip('/')}{path}", data=json.dumps(body).encode(),
+                                     method=method, headers={"Authorization": f"Bearer {token}",
+                                                             "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

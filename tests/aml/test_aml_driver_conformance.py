@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import json
 import textwrap
-import urllib.request
 import uuid
 
 import pandas as pd
 import pytest
-from aml_helpers import submit_direct, upload_month, wait_with_trigger
+from aml_helpers import local_call, submit_direct, upload_month, wait_with_trigger
 
-from azure_compute.hooks.aml import AzureMLHook, StaticTokenCredential
+from azure_compute.hooks.aml import AzureMLHook
 
 #: Values a real run() returns that a comma CSV reader, or a naive space splitter, would break.
 ODD_VALUES = ["a b.jpg", "comma,name.jpg", 'quote"d.jpg', "ünïcode ✓.jpg", ""]
@@ -64,16 +63,6 @@ def month(local_aml, files: dict[str, bytes]) -> str:
 
 def raw_output(local_aml, job_name: str, file_name: str = "predictions.csv") -> bytes:
     return local_aml.workspace_store.download_blob(f"azureml/{job_name}/predictions/{file_name}").readall()
-
-
-def local_call(local_aml, method: str, path: str, body: dict) -> dict:
-    """A call to the endpoint's test controls under /_local/ (signed like every other request)."""
-    token = StaticTokenCredential(local_aml.token).get_token(local_aml.url.rstrip("/") + "/.default").token
-    request = urllib.request.Request(f"{local_aml.url.rstrip('/')}{path}", data=json.dumps(body).encode(),
-                                     method=method, headers={"Authorization": f"Bearer {token}",
-                                                             "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def test_append_row_output_is_the_drivers_format(aml_conn_id, local_aml, odd_code):
@@ -123,7 +112,7 @@ def test_a_mini_batch_that_ran_twice_appends_its_rows_twice(aml_conn_id, local_a
     """A worker that appended and then died (pre-emption): its mini batch runs again, rows appear twice."""
     hook = AzureMLHook(aml_conn_id)
     prefix = month(local_aml, {f"img{i}.jpg": b"x" for i in range(4)})
-    local_call(local_aml, "PUT", "/_local/faults", {"rerun_after_append": True})
+    local_call(local_aml.endpoint, "PUT", "/_local/faults", {"rerun_after_append": True})
     name = submit_direct(hook, odd_code, prefix, mini_batch_size=2, max_retries=3)
     assert wait_with_trigger(aml_conn_id, name)["job_status"] == "Completed"
     images = [row.split(" ")[0] for row in raw_output(local_aml, name).decode().splitlines()]
@@ -151,7 +140,7 @@ def test_not_responding_and_paused_end_the_wait_with_a_clear_message(aml_conn_id
     hook = AzureMLHook(aml_conn_id)
     prefix = month(local_aml, {"slow0.jpg": b"a"})
     name = submit_direct(hook, toy_code, prefix, retry_timeout_seconds=120)
-    local_call(local_aml, "POST", f"/_local/jobs/{name}/status", {"status": status})
+    local_call(local_aml.endpoint, "POST", f"/_local/jobs/{name}/status", {"status": status})
     event = wait_with_trigger(aml_conn_id, name, timeout=60)
     assert event["status"] == "failure" and event["job_status"] == status
     assert f"ended {status}: " in event["message"]
