@@ -8,6 +8,7 @@ equivalent) for a real workspace.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -40,8 +41,13 @@ def register_blob_datastores(
 
 def local_ml_client(url: str, token: str, subscription_id: str, resource_group: str, workspace: str) -> Any:
     """An `MLClient` for the local endpoint (the same client the Airflow hook builds)."""
+    import sys
+
     from azure.ai.ml import MLClient
 
+    plugins = str(Path(__file__).resolve().parents[2] / "plugins")
+    if plugins not in sys.path:  # Airflow puts plugins/ on its path; `python -m ...stack` may not have it
+        sys.path.append(plugins)
     from azure_compute.hooks.aml import StaticTokenCredential, _LoopbackBearerTokenPolicy, cloud_metadata_for
 
     credential = StaticTokenCredential(token)
