@@ -41,8 +41,14 @@ def register_blob_datastores(
 
 def local_ml_client(url: str, token: str, subscription_id: str, resource_group: str, workspace: str) -> Any:
     """An `MLClient` for the local endpoint (the same client the Airflow hook builds)."""
+    import os
     import sys
 
+    # MLClient records its cloud in AZUREML_CURRENT_CLOUD process-wide; a value inherited from a
+    # parent that talked to another local endpoint names a cloud this process never registered,
+    # and importing azure.ai.ml then tries to fetch it from Azure. Every client here names its cloud.
+    if os.environ.get("AZUREML_CURRENT_CLOUD", "").startswith("Custom@"):
+        os.environ.pop("AZUREML_CURRENT_CLOUD")
     from azure.ai.ml import MLClient
 
     plugins = str(Path(__file__).resolve().parents[2] / "plugins")

@@ -21,7 +21,9 @@ def test_local_up_registers_the_configured_datastores(tmp_path, monkeypatch):
     from azure_compute.hooks.aml import AzureMLHook
 
     env = {"LOCAL_AZURITE_PORT": str(free_port()), "LOCAL_BATCH_PORT": str(free_port()),
-           "LOCAL_AML_PORT": str(free_port()), "MONTHLY_DETECTION_AML_IMAGES_DATASTORE": "month_images"}
+           "LOCAL_AML_PORT": str(free_port()), "MONTHLY_DETECTION_AML_IMAGES_DATASTORE": "month_images",
+           # what a shell (or this test session) inherits once an MLClient talked to another local endpoint
+           "AZUREML_CURRENT_CLOUD": "Custom@http://127.0.0.1:1"}
     try:
         up = _stack("up", tmp_path, env)
         assert up.returncode == 0, up.stderr
