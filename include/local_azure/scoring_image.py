@@ -117,9 +117,10 @@ def build(registry: Path = DEFAULT_REGISTRY, requirements_file: Path = REQUIREME
                "SCORING_PYTHON": getattr(sys, "_base_executable", sys.executable), "SCORING_BASE_SITE": str(layer),
                "PIP_CONSTRAINT": str(PROJECT_ROOT / "constraints.txt")}
         subprocess.run(["bash", str(RECIPE), str(venv), *requirements], env=env, check=True)
-        (image_dir / "workdir").mkdir(exist_ok=True)
-        shutil.copy2(SCORING_DIR / "score.py", image_dir / "workdir" / "score.py")
         stamp.write_text(digest)
+    (image_dir / "workdir").mkdir(exist_ok=True)
+    shutil.copy2(SCORING_DIR / "score.py", image_dir / "workdir" / "score.py")  # the image's COPY score.py
+    stamp.touch()
     _, reference = normalise(IMAGE)
     manifest = {
         "servers": {SERVER: {"users": {credentials["username"]: {"sha256": password_hash(credentials["password"])}},
