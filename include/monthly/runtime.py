@@ -64,17 +64,23 @@ def check_runtime(config: DagConfig) -> None:
         raise ValueError("a container registry login is set but MONTHLY_DETECTION_SCORING_RUNTIME is not 'container'")
 
 
+def recipe_command_line(requirements: list[str], gpu: bool = False, check: str | None = None) -> str:
+    """A start task command line that writes the recipe to its working directory and runs it.
+
+    The recipe travels inside the command line (base64), so the pool needs no
+    resource file, hence no SAS that could expire before a node reboots.
+    """
+    encoded = base64.b64encode(RECIPE.read_bytes()).decode()
+    flags = ("--gpu " if gpu else "") + (f"--check {shlex.quote(check)} " if check else "")
+    body = f'echo {encoded} | base64 -d > node_setup.sh && exec bash node_setup.sh {flags}"{VENV}" "$@"'
+    return shlex.join(["/bin/bash", "-c", body, "node_setup", *requirements])
+
+
 def start_task(config: DagConfig) -> dict | None:
     """The pool's start task: {"command_line", "elevated"}, or None when a node needs none."""
     gpu = is_gpu_vm_size(config.vm_size)
     if config.scoring_runtime == "venv":
-        script = RECIPE.read_bytes()
-        encoded = base64.b64encode(script).decode()
-        flags = "--gpu " if gpu else ""
-        body = (f"echo {encoded} | base64 -d > node_setup.sh && "
-                f'exec bash node_setup.sh {flags}"{VENV}" "$@"')
-        return {"command_line": shlex.join(["/bin/bash", "-c", body, "node_setup", *pinned_requirements()]),
-                "elevated": True}
+        return {"command_line": recipe_command_line(pinned_requirements(), gpu=gpu), "elevated": True}
     if gpu:
         check = ("nvidia-smi || { echo 'nvidia-smi failed: this GPU node has no working NVIDIA driver; "
                  "its tasks would run on the CPU' >&2; exit 3; }")
