@@ -248,7 +248,6 @@ with DAG(
         task_slots_per_node=CONFIG.task_slots_per_node,
         container_image=CONFIG.container_image if CONFIG.scoring_runtime == "container" else None,
         container_registry_conn_id=CONFIG.container_registry_conn_id or None,
-        container_registry_identity=CONFIG.container_registry_identity or None,
         start_task_command=(START_TASK or {}).get("command_line"),
         start_task_elevated=bool((START_TASK or {}).get("elevated")),
         wait_for_nodes=False,  # waiting is its own step, so teardown runs even when nodes fail

@@ -41,7 +41,8 @@ DEFAULT_REGISTRY = PROJECT_ROOT / ".local" / "registry"
 SERVER = "localregistry.local"
 IMAGE = f"{SERVER}/yolo-scoring:1"
 USERNAME = "scoring"
-#: The user-assigned identity the local registry lets pull (as an AcrPull role assignment would).
+#: A user-assigned identity the local registry lets pull (as an AcrPull role assignment would); only
+#: a pool holding it could use it, and the data-plane Pool_Add cannot give a pool an identity.
 IDENTITY = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local/providers/"
             "Microsoft.ManagedIdentity/userAssignedIdentities/scoring-pull")
 #: The system PATH of an Ubuntu image (its /etc/environment without games/snap).
@@ -106,7 +107,7 @@ def build(registry: Path = DEFAULT_REGISTRY, requirements_file: Path = REQUIREME
     credentials_file = registry / "credentials.json"
     credentials = json.loads(credentials_file.read_text()) if credentials_file.is_file() else {
         "server": SERVER, "username": USERNAME, "password": secrets.token_urlsafe(24),
-        "identity": IDENTITY, "image": IMAGE}
+        "image": IMAGE}
     stamp = image_dir / "digest"
     if force or not stamp.is_file() or stamp.read_text() != digest or not (venv / "bin" / "python").exists():
         requirements = pinned_requirements(requirements_file)

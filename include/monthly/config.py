@@ -37,11 +37,10 @@ class DagConfig:
     # Scoring runtime on the nodes (include/monthly/runtime.py): "venv" (the start task
     # installs include/scoring/requirements.txt) or "container" (CONTAINER_IMAGE, built
     # from include/scoring/Dockerfile; registry login from an Airflow connection whose
-    # host/login/password are server/user/password, or a user-assigned identity's ARM id).
+    # host/login/password are the registry server, user and password or token).
     scoring_runtime: str = "venv"
     container_image: str = ""
     container_registry_conn_id: str = ""
-    container_registry_identity: str = ""
     node_wait_timeout_s: int = 1800
     # Scoring.
     shard_size: int = DEFAULT_SHARD_SIZE

@@ -5,7 +5,7 @@ Ultralytics, so a pool needs one of:
 
 * ``container``: the image built from ``include/scoring/Dockerfile``, prefetched
   by the pool (``containerConfiguration``) and logged into with an Airflow
-  connection or a managed identity; tasks run ``python3 score.py`` in it.
+  connection's user and password or token; tasks run ``python3 score.py`` in it.
 * ``venv``: the pinned recipe ``include/scoring/node_setup.sh`` runs as the
   pool's start task (elevated, so it can apt-get what Ubuntu lacks) and installs
   ``include/scoring/requirements.txt`` into ``$AZ_BATCH_NODE_SHARED_DIR/scoring-venv``;
@@ -57,11 +57,9 @@ def check_runtime(config: DagConfig) -> None:
     if runtime == "venv" and config.container_image:
         raise ValueError("MONTHLY_DETECTION_CONTAINER_IMAGE is set but MONTHLY_DETECTION_SCORING_RUNTIME=venv; "
                          "set SCORING_RUNTIME=container to use the image, or unset CONTAINER_IMAGE")
-    if config.container_registry_conn_id and config.container_registry_identity:
-        raise ValueError("set one of MONTHLY_DETECTION_CONTAINER_REGISTRY_CONN_ID and "
-                         "MONTHLY_DETECTION_CONTAINER_REGISTRY_IDENTITY, not both")
-    if (config.container_registry_conn_id or config.container_registry_identity) and runtime != "container":
-        raise ValueError("a container registry login is set but MONTHLY_DETECTION_SCORING_RUNTIME is not 'container'")
+    if config.container_registry_conn_id and runtime != "container":
+        raise ValueError("MONTHLY_DETECTION_CONTAINER_REGISTRY_CONN_ID is set but MONTHLY_DETECTION_SCORING_RUNTIME "
+                         "is not 'container'")
 
 
 def recipe_command_line(requirements: list[str], gpu: bool = False, check: str | None = None) -> str:

@@ -72,8 +72,7 @@ def runtime_plan(**config):
         ({"scoring_runtime": "none"}, "MONTHLY_DETECTION_SCORING_RUNTIME"),
         ({"scoring_runtime": "container"}, "MONTHLY_DETECTION_CONTAINER_IMAGE"),
         ({"scoring_runtime": "venv", "container_image": "r.azurecr.io/s:1"}, "MONTHLY_DETECTION_SCORING_RUNTIME"),
-        ({"scoring_runtime": "container", "container_image": "r.azurecr.io/s:1", "container_registry_conn_id": "acr",
-          "container_registry_identity": "/subscriptions/x"}, "MONTHLY_DETECTION_CONTAINER_REGISTRY_IDENTITY"),
+        ({"scoring_runtime": "venv", "container_registry_conn_id": "acr"}, "MONTHLY_DETECTION_CONTAINER_REGISTRY_CONN_ID"),
     ],
 )
 def test_a_pool_without_a_scoring_runtime_is_refused_naming_the_settings(config, named) -> None:

@@ -135,8 +135,10 @@ def test_unknown_image_and_wrong_credentials_fail_as_a_pull_does(batch, scoring_
     wait_for_tasks(batch, job_id, 4)
     codes = {t.id: (t.execution_info.failure_info.code if t.execution_info.failure_info else t.execution_info.result)
              for t in batch.list_tasks(job_id)}
+    # Even an identity the registry lets pull fails: only the management API gives a pool an identity.
     assert codes == {"unknown": "ContainerInvalidImage", "elsewhere": "ContainerInvalidImage",
-                     "identity-denied": "ContainerInvalidRegistry", "identity-ok": "success"}
+                     "identity-denied": "ContainerInvalidRegistry", "identity-ok": "ContainerInvalidRegistry"}
+    assert "the pool has no user-assigned identity" in read_file(batch, job_id, "identity-ok", "stderr.txt")
     assert batch.get_task(job_id, "unknown").execution_info.retry_count == 0
     for pool in (bad_pool, pool_id):
         batch.begin_delete_pool(pool, polling_interval=0).result()

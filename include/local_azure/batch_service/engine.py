@@ -521,7 +521,8 @@ class Engine:
         container = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration") or {}
         for image in container.get("containerImageNames") or []:
             try:
-                self.registry.pull(image, container.get("containerRegistries"))
+                self.registry.pull(image, container.get("containerRegistries"), pool_identities=[
+                    i.get("resourceId", "") for i in (pool.get("identity") or {}).get("userAssignedIdentities") or []])
             except registry.PullError as err:
                 # The node could not prefetch the pool's images: it takes no task (and runs no start task).
                 node["errors"] = [{"code": err.code, "message": str(err),
@@ -577,8 +578,9 @@ class Engine:
         """What _execute needs to start the command in a container: its settings and the pool's registries."""
         pool = self.pools.get(pool_id) or {}
         container = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+        identities = [i.get("resourceId", "") for i in (pool.get("identity") or {}).get("userAssignedIdentities") or []]
         return {"settings": settings, "poolContainers": container is not None,
-                "registries": (container or {}).get("containerRegistries")}
+                "registries": (container or {}).get("containerRegistries"), "identities": identities}
 
     def _run_start_task(self, pool_id: str, node_id: str, boot: int, start_task: dict) -> None:
         node_dir = self._node_dir(pool_id, node_id)
@@ -1084,7 +1086,8 @@ class Engine:
                               "message": "At least one value of the specified Task container settings is invalid",
                               "details": [{"name": "Message", "value": "the pool has no containerConfiguration"}]}
             try:
-                image = self.registry.pull(settings.get("imageName") or "", runtime.get("registries"), settings.get("registry"))
+                image = self.registry.pull(settings.get("imageName") or "", runtime.get("registries"),
+                                           settings.get("registry"), runtime.get("identities"))
             except registry.PullError as err:
                 stdout.touch()
                 stderr.write_text(f"{err}: {err.details.get('Message', '')}\n")

@@ -6,15 +6,16 @@ see: its environment (``ENV``, with a ``PATH`` leading to its runtime) and its
 ``include/scoring/requirements.txt`` by the same recipe a start task runs) and
 records it in ``<registry>/registry.json``::
 
-    {"servers": {"localregistry.local": {"users": {"scoring": {"sha256": "..."}},
-                                          "identities": ["/subscriptions/.../userAssignedIdentities/..."]}},
+    {"servers": {"localregistry.local": {"users": {"scoring": {"sha256": "..."}}}},
      "images": {"localregistry.local/yolo-scoring:1": {"env": {"PATH": "..."}, "workdir": "..."}}}
 
 A pull follows Docker's rules for names (a first component with ``.`` or ``:``
 or ``localhost`` is the registry server, else ``docker.io``; no tag means
 ``:latest``) and Batch's for credentials (the task's ``registry``, else the
-pool's ``containerRegistries`` entry for that server: username/password or a
-user-assigned identity reference). An unknown image or wrong credentials fail
+pool's ``containerRegistries`` entry for that server: username/password, or
+an ``identityReference`` to a user-assigned identity *of the pool*; a pool made
+through the data plane has none, since ``Pool_Add`` has no ``identity``
+property). An unknown image or wrong credentials fail
 the way a pull fails on a node: the task gets ``ContainerInvalidImage`` or
 ``ContainerInvalidRegistry`` (``TaskFailureInformationCodes``), a prefetch
 makes the node ``unusable``.
@@ -89,7 +90,8 @@ class Registry:
             return {"servers": {}, "images": {}}
         return json.loads((self.root / MANIFEST).read_text())
 
-    def pull(self, image: str, registries: list[dict] | None, task_registry: dict | None = None) -> Image:
+    def pull(self, image: str, registries: list[dict] | None, task_registry: dict | None = None,
+             pool_identities: list[str] | None = None) -> Image:
         """The image, or PullError as a node's pull would fail."""
         server, reference = normalise(image)
         manifest = self._manifest()
@@ -105,6 +107,10 @@ class Registry:
         if login is not None:
             if login.get("identityReference"):
                 resource_id = (login["identityReference"] or {}).get("resourceId") or ""
+                if resource_id.lower() not in {i.lower() for i in pool_identities or []}:
+                    raise PullError("ContainerInvalidRegistry", "The specified container registry was invalid",
+                                    {**details, "Message": f"the pool has no user-assigned identity {resource_id!r} "
+                                     "(only the Batch management API assigns identities to a pool)"})
                 if resource_id.lower() not in {i.lower() for i in known.get("identities", [])}:
                     raise PullError("ContainerInvalidRegistry", "The specified container registry was invalid",
                                     {**details, "Message": f"identity {resource_id!r} may not pull from {server}"})

@@ -74,8 +74,8 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
     :param container_registry_conn_id: An Airflow connection holding the image's
         registry login (host = registry server, login, password); sent to Batch
         as the pool's ``containerRegistries``, never logged.
-    :param container_registry_identity: Instead of a password, the ARM resource id
-        of a user-assigned identity of the pool that may pull (``AcrPull``).
+        (A managed identity's ``identityReference`` needs the identity assigned to the
+        pool, which only the Batch management API can do; pools made here cannot.)
     :param start_task_command: A start task command line (e.g. the venv recipe
         of ``include.monthly.runtime``). Runs elevated only when
         ``start_task_elevated`` is true.
@@ -108,7 +108,6 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         task_slots_per_node: int = 1,
         container_image: str | None = None,
         container_registry_conn_id: str | None = None,
-        container_registry_identity: str | None = None,
         start_task_command: str | None = None,
         start_task_elevated: bool = False,
         wait_for_nodes: bool = True,
@@ -130,7 +129,6 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         self.task_slots_per_node = task_slots_per_node
         self.container_image = container_image
         self.container_registry_conn_id = container_registry_conn_id
-        self.container_registry_identity = container_registry_identity
         self.start_task_command = start_task_command
         self.start_task_elevated = start_task_elevated
         self.wait_for_nodes = wait_for_nodes
@@ -197,9 +195,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         return options
 
     def _container_registries(self) -> list[batch_models.ContainerRegistryReference] | None:
-        """The login for the image's registry: from a connection, or a user-assigned identity."""
-        if self.container_registry_conn_id and self.container_registry_identity:
-            raise ValueError("give container_registry_conn_id or container_registry_identity, not both")
+        """The login for the image's registry, from a connection (None: a public image)."""
         if self.container_registry_conn_id:
             conn = self.hook.get_connection(self.container_registry_conn_id)
             if not (conn.host and conn.login and conn.password):
@@ -207,12 +203,6 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
                                  "login and password")
             return [batch_models.ContainerRegistryReference(
                 registry_server=conn.host, username=conn.login, password=conn.password)]
-        if self.container_registry_identity:
-            first = self.container_image.split("/", 1)[0]
-            server = first if "/" in self.container_image and ("." in first or ":" in first) else "docker.io"
-            return [batch_models.ContainerRegistryReference(
-                registry_server=server,
-                identity_reference=batch_models.BatchNodeIdentityReference(resource_id=self.container_registry_identity))]
         return None
 
     def _incompatibilities(self, pool: batch_models.BatchPool) -> list[str]:
