@@ -20,10 +20,13 @@ def rows_of(published) -> list[dict]:
     return list(csv.DictReader(io.StringIO(published.predictions.decode("utf-8"))))
 
 
-def test_a_month_is_scored_merged_and_published_with_every_image_accounted_for(monthly_dag, storage, batch_connections, capfd):
+def test_a_month_is_scored_merged_and_published_with_every_image_accounted_for(monthly_dag, storage, batch_connections,
+                                                                              scoring_registry, capfd):
     seed_month(storage, "images", parse_month("2024-01"), count=10)
     state, states, log = run_month(monthly_dag, capfd, "2024-01")
     assert state == "success", log[-4000:]
+    # The shards ran in the scoring image, pulled with the registry login of the connection, which no log shows.
+    assert scoring_registry["password"] not in log
     assert states["teardown"] == "success" and states["wait"] == "success"
     published = load_published(storage.get_container_client("predictions"), parse_month("2024-01"))
     rows = rows_of(published)
