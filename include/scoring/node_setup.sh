@@ -10,7 +10,9 @@
 #          scoring modules), so a broken install fails the start task, not every task.
 # pip reads its usual settings from the environment (start task environmentSettings):
 # PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX, PIP_CONSTRAINT.
-# SCORING_PYTHON picks the interpreter (default python3). SCORING_BASE_SITE (local
+# SCORING_PYTHON picks the interpreter (default python3.11: numpy 2.4 and pandas 3
+# need Python >= 3.11, Ubuntu 22.04's python3 is 3.10; an elevated start task
+# installs python3.11 from Ubuntu's archive when missing). SCORING_BASE_SITE (local
 # registry builds only) names a site dir whose packages count as installed, the
 # way a cached image layer does.
 # Idempotent: a start task runs again after every reboot or pre-emption.
@@ -29,7 +31,7 @@ if [[ $# -lt 2 ]]; then
   exit 2
 fi
 venv="$1"; shift
-python="${SCORING_PYTHON:-python3}"
+python="${SCORING_PYTHON:-python3.11}"
 stamp="$venv/.node-setup-complete"
 wanted="$*|${SCORING_BASE_SITE:-}"
 
@@ -44,18 +46,26 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
   exit 0
 fi
 as_root() { [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; }
-# OpenCV needs libGL and glib; Ubuntu's venv module needs python3-venv (ensurepip).
+apt_install() { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+# OpenCV needs libGL and glib; Ubuntu's venv module is a package of its own (ensurepip).
 if ! ldconfig -p 2>/dev/null | grep -q 'libGL\.so\.1'; then
-  if as_root; then apt-get update -q && apt-get install -y -q --no-install-recommends libgl1 libglib2.0-0; fi
+  if as_root; then apt_install libgl1 libglib2.0-0; fi
+fi
+if ! command -v "$python" >/dev/null && as_root; then
+  apt_install "$(basename "$python")" "$(basename "$python")-venv"
+fi
+if ! command -v "$python" >/dev/null; then
+  echo "node_setup: $python not found; run the start task elevated (admin) so it can install it, or set SCORING_PYTHON" >&2
+  exit 4
 fi
 rm -rf "$venv"
 if ! "$python" -m venv "$venv"; then
   if as_root; then
-    apt-get update -q && apt-get install -y -q --no-install-recommends python3-venv
+    apt_install "$(basename "$python")-venv"
     rm -rf "$venv"
     "$python" -m venv "$venv"
   else
-    echo "node_setup: '$python -m venv' failed; run the start task elevated (admin) so it can install python3-venv" >&2
+    echo "node_setup: '$python -m venv' failed; run the start task elevated (admin) so it can install $(basename "$python")-venv" >&2
     exit 4
   fi
 fi
