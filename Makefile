@@ -13,10 +13,13 @@ export YOLO_WEIGHTS ?= $(SHARED)/models/yolov8n.pt
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv node test demo up down backfill local-up local-down clean
+.PHONY: venv node runtime test demo up down backfill local-up local-down clean
 
 venv: $(VENV)/.installed
 node: node_modules/.installed
+# The scoring image of the local registry (.local/registry), built once per machine by the
+# start-task recipe from include/scoring/requirements.txt and reused, as a registry caches it.
+runtime: .local/registry/images/yolo-scoring-1/digest
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -28,20 +31,23 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: venv node
+.local/registry/images/yolo-scoring-1/digest: $(VENV)/.installed include/scoring/requirements.txt include/scoring/node_setup.sh include/scoring/score.py
+	$(PY) -m include.local_azure.scoring_image
+
+test: venv node runtime
 	$(PY) -m pytest
 
 # The product on the local stack: seed a month into Azurite, run the monthly DAG
 # through Airflow on the local Batch service, keep a copy under demo-output/.
 MONTH ?= 2024-01
 BACKEND ?= batch
-demo: venv node
+demo: venv node runtime
 	$(PY) -m include.local_azure.stack up
 	scripts/local-env $(PY) -m include.demo.seed --months $(MONTH) --images 40
 	scripts/local-env $(PY) -m include.demo.run_month --month $(MONTH) --backend $(BACKEND)
 
 # The local stack plus `airflow standalone` (UI, scheduler, triggerer) with the DAG loaded.
-up: venv node
+up: venv node runtime
 	$(PY) -m include.local_azure.stack up
 	scripts/local-env $(PY) -m include.demo.airflow_stack up
 
@@ -50,7 +56,7 @@ down:
 	$(PY) -m include.local_azure.stack down
 
 # A real backfill through the scheduler and triggerer: make backfill FROM=2024-01 TO=2024-03
-backfill: venv node
+backfill: venv node runtime
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM TO=YYYY-MM"; exit 2; }
 	$(PY) -m include.local_azure.stack up
 	scripts/local-env $(PY) -m include.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
@@ -66,7 +72,7 @@ demo-scoring: venv
 		--output $(DEMO_SCORING_OUT) --weights "$(YOLO_WEIGHTS)" --summary
 
 # Local Azure stack (issue 3): Azurite + the local Batch service, state and services.env under .local/.
-local-up: venv node
+local-up: venv node runtime
 	$(PY) -m include.local_azure.stack up
 
 local-down:
@@ -74,5 +80,5 @@ local-down:
 
 # Benchmarks (issue 7): figures side by side in one run -> bench-results.json and a table.
 .PHONY: bench
-bench: venv node
+bench: venv node runtime
 	$(PY) -m bench

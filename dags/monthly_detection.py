@@ -28,10 +28,12 @@ from azure_compute.operators.batch import (
 from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
 from include.monthly.config import DagConfig
 from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
+from include.monthly.runtime import start_task as pool_start_task
 from include.scoring.aml_environment import scoring_environment
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
+START_TASK = pool_start_task(CONFIG)  # the scoring runtime's start task (include/monthly/runtime.py), if any
 SCORING_DIR = Path(__file__).resolve().parents[1] / "include" / "scoring"
 SCORE_SCRIPT = SCORING_DIR / "score.py"
 PREDICTIONS = Asset(name="monthly_predictions", uri=f"wasb://{CONFIG.output_container}/predictions.csv")
@@ -112,7 +114,9 @@ with DAG(
                 data_interval_start=interval_start, config=CONFIG,
             )
             require_connections(CONFIG.wasb_conn_id,
-                                CONFIG.azure_ml_conn_id if plan.backend == "aml" else CONFIG.azure_batch_conn_id)
+                                CONFIG.azure_ml_conn_id if plan.backend == "aml" else CONFIG.azure_batch_conn_id,
+                                *([CONFIG.container_registry_conn_id]
+                                  if plan.backend == "batch" and CONFIG.container_registry_conn_id else []))
         except ValueError as err:  # a bad param or a missing connection stays bad: no retry
             raise AirflowFailException(str(err)) from None
         print(f"month {plan.month}: job {plan.job_id}, pool {plan.pool_id}, run key {plan.run_key}")
@@ -247,9 +251,10 @@ with DAG(
         target_dedicated_nodes=plan_value("dedicated_nodes"),
         target_low_priority_nodes=plan_value("spot_nodes"),
         task_slots_per_node=CONFIG.task_slots_per_node,
-        container_image=CONFIG.container_image or None,
-        start_task_command=CONFIG.start_task_command or None,
-        start_task_elevated=bool(CONFIG.start_task_command),
+        container_image=CONFIG.container_image if CONFIG.scoring_runtime == "container" else None,
+        container_registry_conn_id=CONFIG.container_registry_conn_id or None,
+        start_task_command=(START_TASK or {}).get("command_line"),
+        start_task_elevated=bool((START_TASK or {}).get("elevated")),
         wait_for_nodes=False,  # waiting is its own step, so teardown runs even when nodes fail
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )

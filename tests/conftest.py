@@ -169,9 +169,21 @@ def storage(azurite):
 
 
 @pytest.fixture(scope="session")
-def batch_connections(local_batch, azurite, airflow_db):
-    """``azure_batch_default`` and ``wasb_default`` as Airflow reads them from the environment."""
+def scoring_registry() -> dict[str, str]:
+    """The local registry's scoring image and login (``make runtime`` builds it once; reused here)."""
+    from include.local_azure import scoring_image
+
+    return scoring_image.build()
+
+
+@pytest.fixture(scope="session")
+def batch_connections(local_batch, azurite, airflow_db, scoring_registry):
+    """``azure_batch_default``, ``wasb_default`` and ``scoring_registry`` as Airflow reads them from the environment."""
     mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW_CONN_SCORING_REGISTRY", json.dumps({
+        "conn_type": "generic", "host": scoring_registry["server"], "login": scoring_registry["username"],
+        "password": scoring_registry["password"],
+    }))
     mp.setenv("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", json.dumps({
         "conn_type": "azure_batch", "login": local_batch.account, "password": local_batch.key,
         "extra": {"account_url": local_batch.url},
@@ -190,10 +202,13 @@ def batch_connections(local_batch, azurite, airflow_db):
 
 
 @pytest.fixture(scope="session")
-def local_dag_env(weights_path) -> dict[str, str]:
-    """Settings of the monthly DAG on the local stack: the shipped weights, CPU, small shards, quick polls."""
+def local_dag_env(weights_path, scoring_registry) -> dict[str, str]:
+    """Settings of the monthly DAG on the local stack: the shipped weights, a CPU VM size, the
+    scoring image from the local registry (the runtime path a real pool uses), small shards, quick polls."""
     settings = {
-        "WEIGHTS": str(weights_path), "PYTHON": sys.executable, "DEVICE": "cpu", "SHARD_SIZE": "4",
+        "WEIGHTS": str(weights_path), "VM_SIZE": "Standard_D2s_v3", "SHARD_SIZE": "4",
+        "SCORING_RUNTIME": "container", "CONTAINER_IMAGE": scoring_registry["image"],
+        "CONTAINER_REGISTRY_CONN_ID": "scoring_registry", "SCORING_THREADS": "1",
         "BATCH_SIZE": "4", "POLL_INTERVAL_S": "1", "SPOT_NODES": "2", "MAX_TASK_RETRY_COUNT": "1",
     }
     return {**{f"MONTHLY_DETECTION_{name}": value for name, value in settings.items()}, "OMP_NUM_THREADS": "1"}
@@ -250,6 +265,6 @@ def standalone_env(tmp_path_factory, batch_connections, local_dag_env) -> dict[s
         **local_dag_env,
         "MONTHLY_DETECTION_POLL_INTERVAL_S": "2",
     }
-    for name in ("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT"):
+    for name in ("AIRFLOW_CONN_AZURE_BATCH_DEFAULT", "AIRFLOW_CONN_WASB_DEFAULT", "AIRFLOW_CONN_SCORING_REGISTRY"):
         env[name] = os.environ[name]
     return env

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include.local_azure import scoring_image
 from include.local_azure.azurite import ACCOUNT_NAME, AzuriteEndpoint, start_azurite
 from include.local_azure.aml_service.launcher import AmlEndpoint, start_aml_service
 from include.local_azure.batch_service.launcher import start_batch_service
@@ -141,11 +142,20 @@ def _batch_environment(stack: Stack) -> dict[str, str]:
     account = stack.batch_account()
     connection = {"conn_type": "azure_batch", "login": account["account"], "password": account["key"],
                   "extra": {"account_url": _batch_url(stack)}}
+    # The scoring runtime reaches the local nodes as on Azure: the scoring image from the
+    # local registry (built once by `make runtime`), logged into with an Airflow connection.
+    registry = scoring_image.build()
+    registry_conn = {"conn_type": "generic", "host": registry["server"], "login": registry["username"],
+                     "password": registry["password"]}
     return {
         "AZURE_BATCH_URL": _batch_url(stack),
         "AZURE_BATCH_ACCOUNT": account["account"],
         "AZURE_BATCH_KEY": account["key"],
         "AIRFLOW_CONN_AZURE_BATCH_DEFAULT": json.dumps(connection),
+        "AIRFLOW_CONN_SCORING_REGISTRY": json.dumps(registry_conn),
+        "MONTHLY_DETECTION_SCORING_RUNTIME": "container",
+        "MONTHLY_DETECTION_CONTAINER_IMAGE": registry["image"],
+        "MONTHLY_DETECTION_CONTAINER_REGISTRY_CONN_ID": "scoring_registry",
     }
 
 

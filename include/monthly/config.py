@@ -37,8 +37,13 @@ class DagConfig:
     dedicated_nodes: int = 0
     spot_nodes: int = 2
     task_slots_per_node: int = 1
+    # Scoring runtime on the nodes (include/monthly/runtime.py): "venv" (the start task
+    # installs include/scoring/requirements.txt) or "container" (CONTAINER_IMAGE, built
+    # from include/scoring/Dockerfile; registry login from an Airflow connection whose
+    # host/login/password are the registry server, user and password or token).
+    scoring_runtime: str = "venv"
     container_image: str = ""
-    start_task_command: str = ""
+    container_registry_conn_id: str = ""
     node_wait_timeout_s: int = 1800
     # Scoring.
     shard_size: int = DEFAULT_SHARD_SIZE
@@ -47,7 +52,7 @@ class DagConfig:
     imgsz: int = 640
     batch_size: int = 16
     device: str = "auto"
-    python: str = "python3"
+    scoring_threads: int = 0  # OMP_NUM_THREADS of each task; 0 = every core of the node
     # Job behaviour.
     max_task_retry_count: int = 2
     task_timeout_s: int = 2 * 3600

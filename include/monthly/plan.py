@@ -82,6 +82,10 @@ def plan_run(
     spot = _int(params, "spot_nodes", 0)
     if backend == "batch" and dedicated + spot == 0:
         raise ValueError("params dedicated_nodes and spot_nodes are both 0: the pool would have no node")
+    if backend == "batch":
+        from include.monthly.runtime import check_runtime
+
+        check_runtime(config)  # before any pool exists: a pool without a scoring runtime fails every shard
     try:
         conf = float(params.get("conf"))
     except (TypeError, ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 from include.monthly.config import DagConfig
 from include.monthly.layout import RunPaths
 from include.monthly.plan import RunPlan
+from include.monthly.runtime import scoring_argv
 from include.monthly.staging import StageResult
 from include.monthly.weights import WEIGHTS_FILE, is_folder
 
@@ -44,8 +45,8 @@ def scoring_task_specs(
         weights_arg = WEIGHTS_FILE
     else:
         weights_file, weights_arg = None, plan.weights
-    argv = [
-        config.python, SCRIPT_FILE,
+    script_args = [
+        SCRIPT_FILE,
         "--images", MANIFEST_FILE,
         "--root", input_container_url,
         "--output", OUTPUT_FILE,
@@ -55,8 +56,10 @@ def scoring_task_specs(
         "--batch-size", str(plan.batch_size),
         "--device", config.device,
     ]
-    command_line = shlex.join(argv)
+    command_line = shlex.join(scoring_argv(config, script_args))
     environment = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False"} if weights_blob else {}
+    if config.scoring_threads > 0:
+        environment["OMP_NUM_THREADS"] = str(config.scoring_threads)
     specs = []
     for shard in stage.shards:
         resource_files = [
@@ -79,7 +82,7 @@ def scoring_task_specs(
             "environment": environment,
             "sas_environment": {"SCORING_SAS_TOKEN": {"container": config.input_container, "access": "read"}},
         }
-        if config.container_image:
+        if config.scoring_runtime == "container":
             spec["container_image"] = config.container_image
         specs.append(spec)
     return specs

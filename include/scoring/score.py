@@ -43,6 +43,7 @@ Settings (a command-line argument wins over its environment variable):
   SCORING_CONF        confidence threshold (default 0.25)
   SCORING_WORKERS     decode/download threads (default 2 x CPUs, 4..16)
   SCORING_MAX_PIXELS  larger images are error rows (default 100,000,000)
+  SCORING_REQUIRE_CUDA  1: fail at once when no CUDA GPU is usable (GPU pools pass --require-cuda)
   SCORING_ROOT        root for names; Azure ML: the input folder (see below)
   SCORING_SAS_TOKEN   SAS token for an http(s) ``--root`` (never an argument)
   OMP_NUM_THREADS     inference threads on CPU (default: every core)
@@ -210,6 +211,9 @@ def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.Argumen
                         help="decode/download threads (env SCORING_WORKERS)")
     parser.add_argument("--max-pixels", type=int, default=_env_value(env, "SCORING_MAX_PIXELS", int, 100_000_000),
                         help="larger images are error rows (env SCORING_MAX_PIXELS, default 100000000)")
+    parser.add_argument("--require-cuda", action="store_true",
+                        default=env.get("SCORING_REQUIRE_CUDA", "").lower() in ("1", "true", "yes"),
+                        help="fail at once unless a CUDA GPU scores the images (GPU VM sizes; env SCORING_REQUIRE_CUDA)")
     return parser
 
 
@@ -280,6 +284,22 @@ def pick_device(device: str) -> str:
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def require_cuda(device: str, weights: str) -> None:
+    """On a GPU node a CPU fallback would score at GPU prices: refuse before loading anything."""
+    if device == "cpu":
+        raise ScoringError("--require-cuda with --device cpu: a GPU VM size must score on its GPU; "
+                           "use --device auto or cuda:0, or a CPU VM size")
+    if is_openvino_export(Path(weights)):
+        raise ScoringError("--require-cuda with OpenVINO weights, which run on the CPU; use the .pt weights on GPU nodes")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ScoringError(
+            f"--require-cuda: CUDA is not available on this node (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda or 'none'}; torch.cuda.is_available() is False). A GPU VM size needs a working "
+            "NVIDIA driver (check nvidia-smi on the node) and a CUDA build of torch; refusing to score on the CPU")
 
 
 def cpu_threads() -> int:
@@ -1046,6 +1066,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(dict(os.environ))
         args = parser.parse_args(argv)
         settings = settings_from_args(args)
+        if args.require_cuda:
+            require_cuda(settings.device, settings.weights)
         stats = run_cli(args, settings)
     except ScoringError as exc:
         print(f"score.py: error: {redact(str(exc))}", file=sys.stderr)
@@ -1070,6 +1092,8 @@ def init() -> None:
     env = dict(os.environ)
     args, _driver_args = build_parser(env, for_aml=True).parse_known_args(sys.argv[1:])
     settings = settings_from_args(args)
+    if args.require_cuda:
+        require_cuda(settings.device, settings.weights)
     model_dir = env.get("AZUREML_MODEL_DIR")
     weights = resolve_weights(model_dir, prefer=settings.weights) if model_dir else settings.weights
     _aml_settings = replace(settings, weights=weights)

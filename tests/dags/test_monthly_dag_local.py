@@ -20,10 +20,13 @@ def rows_of(published) -> list[dict]:
     return list(csv.DictReader(io.StringIO(published.predictions.decode("utf-8"))))
 
 
-def test_a_month_is_scored_merged_and_published_with_every_image_accounted_for(monthly_dag, storage, batch_connections, capfd):
+def test_a_month_is_scored_merged_and_published_with_every_image_accounted_for(monthly_dag, storage, batch_connections,
+                                                                              scoring_registry, capfd):
     seed_month(storage, "images", parse_month("2024-01"), count=10)
     state, states, log = run_month(monthly_dag, capfd, "2024-01")
     assert state == "success", log[-4000:]
+    # The shards ran in the scoring image, pulled with the registry login of the connection, which no log shows.
+    assert scoring_registry["password"] not in log
     assert states["teardown"] == "success" and states["wait"] == "success"
     published = load_published(storage.get_container_client("predictions"), parse_month("2024-01"))
     rows = rows_of(published)
@@ -79,3 +82,14 @@ def test_a_shard_failing_for_good_fails_the_run_naming_it_and_tears_down(monthly
     assert published.summary["images"] == 7
     assert published.summary["failed_shards"].keys() == {"shard-00001"}
     batch_connections.emulator("DELETE", "/_emulator/faults")
+
+
+def test_a_batch_run_without_a_scoring_runtime_is_refused_by_validate_before_any_pool(parse_monthly_dag, batch_connections, capfd):
+    """On Azure such a pool's every shard fails with ModuleNotFoundError (tests/local_batch/test_batch_runtime.py)."""
+    pools_before = {p.id for p in batch_connections.client().list_pools()}
+    with parse_monthly_dag(MONTHLY_DETECTION_SCORING_RUNTIME="", MONTHLY_DETECTION_CONTAINER_IMAGE="") as dag:
+        state, states, log = run_month(dag, capfd, "2024-03")
+    assert state == "failed" and states["validate"] == "failed"
+    assert states["stage"] == "upstream_failed" and states["ensure_pool"] in ("upstream_failed", "skipped")
+    assert "MONTHLY_DETECTION_SCORING_RUNTIME=''" in log and "no scoring runtime" in log
+    assert {p.id for p in batch_connections.client().list_pools()} == pools_before

@@ -58,3 +58,42 @@ def test_weights_folder_must_be_an_openvino_export(tmp_path, openvino_weights_pa
     with pytest.raises(ValueError, match=r"param weights=.*not an Ultralytics OpenVINO export"):
         plan(weights=str(tmp_path))
     assert plan(weights=str(openvino_weights_path)).weights == str(openvino_weights_path)
+
+
+def runtime_plan(**config):
+    return plan_run(GOOD, dag_id="monthly_detection", run_id="manual__2024-02-01T00:00:00",
+                    data_interval_start=None, config=DagConfig(**config))
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"scoring_runtime": ""}, "MONTHLY_DETECTION_SCORING_RUNTIME"),
+        ({"scoring_runtime": "none"}, "MONTHLY_DETECTION_SCORING_RUNTIME"),
+        ({"scoring_runtime": "container"}, "MONTHLY_DETECTION_CONTAINER_IMAGE"),
+        ({"scoring_runtime": "venv", "container_image": "r.azurecr.io/s:1"}, "MONTHLY_DETECTION_SCORING_RUNTIME"),
+        ({"scoring_runtime": "venv", "container_registry_conn_id": "acr"}, "MONTHLY_DETECTION_CONTAINER_REGISTRY_CONN_ID"),
+    ],
+)
+def test_a_pool_without_a_scoring_runtime_is_refused_naming_the_settings(config, named) -> None:
+    with pytest.raises(ValueError, match=named):
+        runtime_plan(**config)
+    # The Azure ML backend brings its own environment: the Batch runtime settings do not matter there.
+    assert plan_run({**GOOD, "backend": "aml"}, dag_id="monthly_detection", run_id="r", data_interval_start=None,
+                    config=DagConfig(**config)).backend == "aml"
+
+
+def test_the_default_runtime_is_the_pinned_start_task_recipe_with_a_driver_check_on_gpu_sizes() -> None:
+    from include.monthly.runtime import pinned_requirements, scoring_argv, start_task
+
+    runtime_plan()  # the defaults pass validate: they work on a real account without an image
+    gpu = start_task(DagConfig())
+    assert gpu["elevated"] and "--gpu" in gpu["command_line"]
+    assert all(pin in gpu["command_line"] for pin in pinned_requirements())
+    assert "torch==2.14.1" in pinned_requirements()
+    assert "--gpu" not in start_task(DagConfig(vm_size="Standard_D4s_v3"))["command_line"]
+    assert start_task(DagConfig(scoring_runtime="container", container_image="r.azurecr.io/s:1",
+                                vm_size="Standard_D4s_v3")) is None
+    assert "nvidia-smi" in start_task(DagConfig(scoring_runtime="container", container_image="r.azurecr.io/s:1"))["command_line"]
+    assert scoring_argv(DagConfig(), ["score.py"])[-1] == "--require-cuda"
+    assert "--require-cuda" not in scoring_argv(DagConfig(vm_size="Standard_D4s_v3"), ["score.py"])

@@ -16,7 +16,7 @@ def test_150_tasks_on_two_nodes_all_succeed_with_readable_stdout(batch, pool):
     tasks = [
         models.BatchTaskCreateOptions(
             id=f"t{i:03d}",
-            command_line=(f"python -c \"import os; print('py', {i}, os.environ['AZ_BATCH_TASK_ID'])\"" if i % 3 == 0
+            command_line=(f"python3 -c \"import os; print('py', {i}, os.environ['AZ_BATCH_TASK_ID'])\"" if i % 3 == 0
                           else f"/bin/bash -c 'echo sh {i} $AZ_BATCH_NODE_ID'"),
         )
         for i in range(150)

@@ -54,7 +54,7 @@ def test_resource_files_from_sas_urls_and_outputs_uploaded_by_pattern(batch, poo
               "print('done')")
     batch.create_task(job_id, models.BatchTaskCreateOptions(
         id="files",
-        command_line=f'python -c "{script}"',
+        command_line=f'python3 -c "{script}"',
         resource_files=[
             models.ResourceFile(storage_container_url=storage["read_url"], blob_prefix="202401/", file_path="month"),
             models.ResourceFile(http_url=storage["blob_sas"](inputs.container_name, "single.txt"), file_path="one.txt"),

@@ -75,3 +75,25 @@ def test_cpu_scoring_keeps_every_core_after_ultralytics_first_predict(score, wei
     detector = score.load_model(weights_path, "cpu")
     list(score.score_paths(detector, [assets_dir / "bus.jpg"], score.Settings(), root=assets_dir))
     assert torch.get_num_threads() == score._cpu_count()
+
+
+def test_require_cuda_refuses_a_cpu_fallback_before_reading_anything(tmp_path, openvino_weights_path):
+    """GPU VM sizes pass --require-cuda: no CUDA, --device cpu or CPU-only weights fail at once, naming why."""
+    import torch
+
+    missing = tmp_path / "no-such-manifest.txt"  # never read: the check comes first
+    out = tmp_path / "out.csv"
+    refused = {
+        "--device cpu": run_cli("--images", str(missing), "--output", str(out), "--require-cuda", "--device", "cpu",
+                                cwd=tmp_path),
+        "OpenVINO": run_cli("--images", str(missing), "--output", str(out), "--require-cuda",
+                            "--weights", str(openvino_weights_path), cwd=tmp_path),
+    }
+    for reason, result in refused.items():
+        assert result.returncode == 1 and "--require-cuda" in result.stderr, (reason, result.stderr)
+    if not torch.cuda.is_available():
+        env_flag = run_cli("--images", str(missing), "--output", str(out), cwd=tmp_path,
+                           env={"SCORING_REQUIRE_CUDA": "1"})
+        assert env_flag.returncode == 1
+        assert "CUDA is not available on this node" in env_flag.stderr and "refusing to score on the CPU" in env_flag.stderr
+    assert not out.exists()

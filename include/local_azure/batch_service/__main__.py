@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from include.local_azure.batch_service import registry
 from include.local_azure.batch_service.engine import Engine, EngineConfig
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.server import BatchApp
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"base64 Shared Key for the account (or env {KEY_VARIABLE}, which keeps it out of `ps`)")
     parser.add_argument("--storage-connection-string", default=None, help="for autoStorageContainerName resource files")
     parser.add_argument("--node-allocation-delay", type=float, default=0.0, help="seconds before a resize adds nodes")
+    parser.add_argument("--registry-dir", type=Path, default=registry.default_root(),
+                        help="the local container registry (registry.json; `make runtime` fills .local/registry); "
+                             "env LOCAL_BATCH_REGISTRY_DIR")
     parser.add_argument("--preempted-node-recovery", type=float, default=1.0, help="seconds a preempted node stays away")
     args = parser.parse_args(argv)
     if not args.key:
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         storage_connection_string=args.storage_connection_string,
         node_allocation_delay=args.node_allocation_delay,
         preempted_node_recovery=args.preempted_node_recovery,
+        registry_dir=args.registry_dir.resolve() if args.registry_dir else None,
     )
     faults = Faults()
     store = Store(state_dir / "batch.sqlite")

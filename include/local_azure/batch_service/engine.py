@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.local_azure.batch_service import autoscale, blobfiles, runner
+from include.local_azure.batch_service import autoscale, blobfiles, registry, runner
 from include.local_azure.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
@@ -42,6 +42,7 @@ class EngineConfig:
     node_allocation_delay: float = 0.0
     preempted_node_recovery: float = 1.0
     tick_seconds: float = 0.1
+    registry_dir: Path | None = None  # the local container registry (registry.py); None: no image can be pulled
 
 
 @dataclass
@@ -84,6 +85,22 @@ def _check_duration(name: str, value: str | None) -> float | None:
         raise invalid_property(name, value, "The value is not a valid ISO 8601 duration.") from None
 
 
+def _check_container_configuration(vm_config: dict) -> None:
+    """containerConfiguration needs a known type; registries need a login (user and password, or an identity)."""
+    container = vm_config.get("containerConfiguration")
+    if container is None:
+        return
+    if not container.get("type"):
+        raise missing_property("virtualMachineConfiguration.containerConfiguration.type")
+    if str(container["type"]).lower() not in ("dockercompatible", "cricompatible"):
+        raise invalid_property("virtualMachineConfiguration.containerConfiguration.type", container["type"],
+                               "Known values are dockerCompatible and criCompatible.")
+    for reg in container.get("containerRegistries") or []:
+        if not reg.get("identityReference") and not (reg.get("username") and reg.get("password")):
+            raise invalid_property("containerRegistries", reg.get("registryServer"),
+                                   "A container registry needs username and password, or an identityReference.")
+
+
 class Engine:
     """The account: every operation the HTTP layer exposes, and the scheduler behind them."""
 
@@ -91,6 +108,7 @@ class Engine:
         self.config = config
         self.store = store
         self.faults = faults
+        self.registry = registry.Registry(config.registry_dir)
         self.lock = threading.RLock()
         self.pools: dict[str, dict] = {}
         self.nodes: dict[str, dict[str, dict]] = {}
@@ -257,6 +275,7 @@ class Engine:
             slots = body.get("taskSlotsPerNode") or 1
             if not isinstance(slots, int) or slots < 1:
                 raise invalid_property("taskSlotsPerNode", slots, "taskSlotsPerNode must be at least 1.")
+            _check_container_configuration(body.get("virtualMachineConfiguration") or {})
             now = now_iso()
             pool = {
                 "id": pool_id,
@@ -498,6 +517,19 @@ class Engine:
         node["_boot"] = node.get("_boot", 0) + 1
         start_task = pool.get("startTask")
         node["lastBootTime"] = now_iso()
+        node.pop("errors", None)
+        container = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration") or {}
+        for image in container.get("containerImageNames") or []:
+            try:
+                self.registry.pull(image, container.get("containerRegistries"), pool_identities=[
+                    i.get("resourceId", "") for i in (pool.get("identity") or {}).get("userAssignedIdentities") or []])
+            except registry.PullError as err:
+                # The node could not prefetch the pool's images: it takes no task (and runs no start task).
+                node["errors"] = [{"code": err.code, "message": str(err),
+                                   "errorDetails": [{"name": k, "value": v} for k, v in err.details.items()]}]
+                node.pop("startTaskInfo", None)
+                self._set_node_state(node, "unusable")
+                return
         if not start_task:
             node.pop("startTaskInfo", None)
             self._set_node_state(node, "idle")
@@ -521,7 +553,34 @@ class Engine:
             "AZ_BATCH_NODE_ROOT_DIR": str(node_dir),
             "AZ_BATCH_NODE_SHARED_DIR": str(node_dir / "shared"),
             "AZ_BATCH_NODE_STARTUP_DIR": str(node_dir / "startup"),
+            "AZ_BATCH_NODE_MOUNTS_DIR": str(node_dir / "fsmounts"),
         }
+
+    def _home(self, pool_id: str, node_id: str, identity: dict | None, task_key: str) -> dict[str, str]:
+        """HOME of the user a task runs as: one per pool-scope auto-user or named user, else one per task.
+
+        Processes still run as the service's OS user (see the README): the identity
+        decides which home, and so which user files, a task shares with others.
+        """
+        identity = identity or {}
+        auto = identity.get("autoUser")
+        if identity.get("username"):
+            name = f"user-{identity['username']}"
+        elif auto and (auto.get("scope") or "pool").lower() == "pool":
+            name = f"autouser-pool-{(auto.get('elevationLevel') or 'nonadmin').lower()}"
+        else:
+            name = f"autouser-task-{task_key}"
+        home = self._node_dir(pool_id, node_id) / "users" / name
+        home.mkdir(parents=True, exist_ok=True)
+        return {"PATH": runner.SYSTEM_PATH, "HOME": str(home)}
+
+    def _runtime(self, pool_id: str, settings: dict | None) -> dict:
+        """What _execute needs to start the command in a container: its settings and the pool's registries."""
+        pool = self.pools.get(pool_id) or {}
+        container = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+        identities = [i.get("resourceId", "") for i in (pool.get("identity") or {}).get("userAssignedIdentities") or []]
+        return {"settings": settings, "poolContainers": container is not None,
+                "registries": (container or {}).get("containerRegistries"), "identities": identities}
 
     def _run_start_task(self, pool_id: str, node_id: str, boot: int, start_task: dict) -> None:
         node_dir = self._node_dir(pool_id, node_id)
@@ -533,15 +592,17 @@ class Engine:
             if node is None or node["_boot"] != boot:
                 return
             env = runner.task_environment(
+                self._home(pool_id, node_id, start_task.get("userIdentity"), "start"),
                 {**self._batch_vars(pool_id, node_id, node.get("isDedicated", True)),
                  "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(working_dir)},
                 start_task.get("environmentSettings"),
             )
+            runtime = self._runtime(pool_id, start_task.get("containerSettings"))
         max_retries = start_task.get("maxTaskRetryCount") or 0
         retry = 0
         while True:
             exit_code, failure = self._execute(
-                ("start", pool_id, node_id), boot, start_task, task_dir, working_dir, env, None
+                ("start", pool_id, node_id), boot, start_task, task_dir, working_dir, env, None, runtime
             )
             if exit_code is None and failure is None:
                 return  # killed because the node went away
@@ -991,6 +1052,7 @@ class Engine:
         node["totalTasksRun"] += 1
         self._set_node_state(node, "running")
         env = runner.task_environment(
+            self._home(pool["id"], node["id"], task.get("userIdentity"), f"{job_id}-{task['id']}"),
             {**self._batch_vars(pool["id"], node["id"], node.get("isDedicated", True)),
              "AZ_BATCH_JOB_ID": job_id,
              "AZ_BATCH_TASK_ID": task["id"],
@@ -1003,15 +1065,41 @@ class Engine:
         self.store.save_node(pool["id"], node)
         spec = {k: task.get(k) for k in ("commandLine", "resourceFiles", "outputFiles")}
         limit = parse_duration(task["constraints"].get("maxWallClockTime"))
+        runtime = self._runtime(pool["id"], task.get("containerSettings"))
         threading.Thread(
-            target=self._run_task, args=(job_id, task["id"], task["_attempt"], spec, task_dir, env, limit), daemon=True
+            target=self._run_task, args=(job_id, task["id"], task["_attempt"], spec, task_dir, env, limit, runtime),
+            daemon=True,
         ).start()
 
     def _execute(self, key: tuple, attempt: int, spec: dict, task_dir: Path, working_dir: Path,
-                 env: dict[str, str], limit: float | None) -> tuple[int | None, dict | None]:
+                 env: dict[str, str], limit: float | None, runtime: dict | None = None) -> tuple[int | None, dict | None]:
         """Fetch resource files and run the command; (exit code, failureInfo), or (None, None) when killed by us."""
         working_dir.mkdir(parents=True, exist_ok=True)
         stdout, stderr = task_dir / "stdout.txt", task_dir / "stderr.txt"
+        cwd = working_dir
+        settings = (runtime or {}).get("settings")
+        if settings:
+            if not runtime.get("poolContainers"):
+                stdout.touch()
+                stderr.write_text("the task has containerSettings but its pool has no containerConfiguration\n")
+                return None, {"category": "usererror", "code": "ContainerInvalidSettings",
+                              "message": "At least one value of the specified Task container settings is invalid",
+                              "details": [{"name": "Message", "value": "the pool has no containerConfiguration"}]}
+            try:
+                image = self.registry.pull(settings.get("imageName") or "", runtime.get("registries"),
+                                           settings.get("registry"), runtime.get("identities"))
+            except registry.PullError as err:
+                stdout.touch()
+                stderr.write_text(f"{err}: {err.details.get('Message', '')}\n")
+                return None, err.failure_info()
+            run_workdir, run_env = runner.container_run_options(settings.get("containerRunOptions"))
+            # In the container: the image's environment, then the task's variables (docker create -e).
+            env = {**image.env, **{k: v for k, v in env.items() if k != "PATH"}, **run_env}
+            env.setdefault("PATH", runner.SYSTEM_PATH)
+            if run_workdir:
+                cwd = Path(run_workdir)
+            elif (settings.get("workingDirectory") or "").lower() == "containerimagedefault" and image.workdir:
+                cwd = Path(image.workdir)
         try:
             blobfiles.download_resource_files(spec.get("resourceFiles") or [], working_dir, self.config.storage_connection_string)
         except blobfiles.TransferError as err:
@@ -1025,7 +1113,7 @@ class Engine:
             return forced, None
         try:
             argv = runner.split_command_line(spec["commandLine"])
-            proc = runner.spawn(argv, working_dir, env, stdout, stderr)
+            proc = runner.spawn(argv, cwd, env, stdout, stderr)
         except ValueError as err:
             stderr.write_text(f"{err}\n")
             return None, {"category": "usererror", "code": "CommandLineInvalid", "message": f"The command line could not be parsed: {err}"}
@@ -1070,8 +1158,9 @@ class Engine:
         return node.get("_boot") if node else None
 
     def _run_task(self, job_id: str, task_id: str, attempt: int, spec: dict, task_dir: Path,
-                  env: dict[str, str], limit: float | None) -> None:
-        exit_code, failure = self._execute(("task", job_id, task_id), attempt, spec, task_dir, task_dir / "wd", env, limit)
+                  env: dict[str, str], limit: float | None, runtime: dict | None = None) -> None:
+        exit_code, failure = self._execute(("task", job_id, task_id), attempt, spec, task_dir, task_dir / "wd", env,
+                                           limit, runtime)
         if exit_code is None and failure is None:
             return  # preempted, terminated or deleted: whoever stopped it has recorded the outcome
         succeeded = failure is None and exit_code == 0

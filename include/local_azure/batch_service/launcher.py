@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from include.local_azure.processes import ServiceProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_REGISTRY = PROJECT_ROOT / ".local" / "registry"
 SERVICE_NAME = "batch"
 
 
@@ -48,9 +50,14 @@ class BatchEndpoint:
 
 def start_batch_service(state_dir: Path, port: int, account: str, key: str,
                         storage_connection_string: str | None = None, extra_args: list[str] | None = None) -> BatchEndpoint:
-    """Run `python -m include.local_azure.batch_service` in the background; state under state_dir/batch."""
+    """Run `python -m include.local_azure.batch_service` in the background; state under state_dir/batch.
+
+    Its nodes pull images from the project's local registry (``make runtime``:
+    ``.local/registry``, or ``LOCAL_BATCH_REGISTRY_DIR``) unless extra_args name another.
+    """
+    registry_dir = os.environ.get("LOCAL_BATCH_REGISTRY_DIR") or str(DEFAULT_REGISTRY)
     argv = [sys.executable, "-m", "include.local_azure.batch_service", "--port", str(port),
-            "--state-dir", str(state_dir / "batch"), "--account", account]
+            "--state-dir", str(state_dir / "batch"), "--account", account, "--registry-dir", registry_dir]
     if storage_connection_string:
         argv += ["--storage-connection-string", storage_connection_string]
     argv += extra_args or []

@@ -3,8 +3,10 @@
 No shell: the command line is split like a POSIX shell would (shlex) and
 executed directly; users who need a shell write `/bin/bash -c '...'`. Each
 process gets its own session so it (and its children) can be killed as one.
-Only a small allow-list of the service's environment is inherited (PATH so
-`python` is the venv's, locale, YOLO/thread settings), never its secrets.
+Nothing of the service's own environment reaches a task: like a process the
+Batch agent starts, it sees the node image's system PATH, its user's HOME, the
+AZ_BATCH_* variables and the job's and task's environment settings; in a
+container, the image's environment instead of the node's PATH.
 """
 from __future__ import annotations
 
@@ -14,22 +16,44 @@ import signal
 import subprocess
 from pathlib import Path
 
-INHERITED_EXACT = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SHELL"}
-INHERITED_PREFIXES = ("LC_", "YOLO_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_")
+#: The system PATH of the node image (Ubuntu's /etc/environment without games and snap).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def inherited_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k in INHERITED_EXACT or k.startswith(INHERITED_PREFIXES)}
-
-
-def task_environment(batch_vars: dict[str, str], *settings: list[dict] | None) -> dict[str, str]:
-    """Inherited basics + AZ_BATCH_* + each list of environmentSettings (later lists win)."""
-    env = inherited_environment()
+def task_environment(base: dict[str, str], batch_vars: dict[str, str], *settings: list[dict] | None) -> dict[str, str]:
+    """The node's (or image's) base variables + AZ_BATCH_* + each list of environmentSettings (later lists win)."""
+    env = dict(base)
     env.update(batch_vars)
     for pairs in settings:
         for pair in pairs or []:
             env[pair["name"]] = pair.get("value") or ""
     return env
+
+
+def container_run_options(options: str | None) -> tuple[str | None, dict[str, str]]:
+    """(--workdir, -e variables) of a task's containerRunOptions; other docker create options have no local effect."""
+    workdir, env = None, {}
+    words = shlex.split(options or "")
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = None
+        for flag in ("--workdir", "-w", "--env", "-e"):
+            if word == flag and i + 1 < len(words):
+                value, i = words[i + 1], i + 1
+                break
+            if word.startswith(flag + "="):
+                value = word[len(flag) + 1:]
+                break
+        else:
+            flag = None
+        if flag in ("--workdir", "-w"):
+            workdir = value
+        elif flag in ("--env", "-e") and value and "=" in value:
+            name, _, val = value.partition("=")
+            env[name] = val
+        i += 1
+    return workdir, env
 
 
 def split_command_line(command_line: str) -> list[str]:

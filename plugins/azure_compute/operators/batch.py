@@ -70,9 +70,14 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
     :param auto_scale_evaluation_interval: How often Azure evaluates the formula.
     :param task_slots_per_node: Tasks that may run at once on one node.
     :param container_image: A prebuilt image holding Python, ultralytics and the
-        scoring code (recommended): nodes prefetch it, tasks run in it.
-    :param start_task_command: A start task command line (the apt/pip recipe),
-        used when no container image is given. Runs elevated only when
+        scoring code: nodes prefetch it (``containerConfiguration``), tasks run in it.
+    :param container_registry_conn_id: An Airflow connection holding the image's
+        registry login (host = registry server, login, password); sent to Batch
+        as the pool's ``containerRegistries``, never logged.
+        (A managed identity's ``identityReference`` needs the identity assigned to the
+        pool, which only the Batch management API can do; pools made here cannot.)
+    :param start_task_command: A start task command line (e.g. the venv recipe
+        of ``include.monthly.runtime``). Runs elevated only when
         ``start_task_elevated`` is true.
     :param start_task_elevated: Run the start task as pool admin (needed for apt).
     :param wait_for_nodes: Wait until ``min_ready_nodes`` nodes are idle or running.
@@ -102,6 +107,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         auto_scale_evaluation_interval: timedelta = timedelta(minutes=5),
         task_slots_per_node: int = 1,
         container_image: str | None = None,
+        container_registry_conn_id: str | None = None,
         start_task_command: str | None = None,
         start_task_elevated: bool = False,
         wait_for_nodes: bool = True,
@@ -122,6 +128,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         self.auto_scale_evaluation_interval = auto_scale_evaluation_interval
         self.task_slots_per_node = task_slots_per_node
         self.container_image = container_image
+        self.container_registry_conn_id = container_registry_conn_id
         self.start_task_command = start_task_command
         self.start_task_elevated = start_task_elevated
         self.wait_for_nodes = wait_for_nodes
@@ -155,7 +162,8 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         )
         if self.container_image:
             vm_config.container_configuration = batch_models.BatchContainerConfiguration(
-                type="dockerCompatible", container_image_names=[self.container_image]
+                type="dockerCompatible", container_image_names=[self.container_image],
+                container_registries=self._container_registries(),
             )
         start_task = None
         if self.start_task_command:
@@ -186,6 +194,17 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             options.target_low_priority_nodes = int(self.target_low_priority_nodes)
         return options
 
+    def _container_registries(self) -> list[batch_models.ContainerRegistryReference] | None:
+        """The login for the image's registry, from a connection (None: a public image)."""
+        if self.container_registry_conn_id:
+            conn = self.hook.get_connection(self.container_registry_conn_id)
+            if not (conn.host and conn.login and conn.password):
+                raise ValueError(f"connection {self.container_registry_conn_id!r} needs host (the registry server), "
+                                 "login and password")
+            return [batch_models.ContainerRegistryReference(
+                registry_server=conn.host, username=conn.login, password=conn.password)]
+        return None
+
     def _incompatibilities(self, pool: batch_models.BatchPool) -> list[str]:
         problems = []
         if (pool.vm_size or "").lower() != self.vm_size.lower():
@@ -195,6 +214,14 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             have = (getattr(ref, key, None) or "").lower()
             if have != self.image[key].lower():
                 problems.append(f"image {key} is {have or 'unset'}, wanted {self.image[key]}")
+        container = pool.virtual_machine_configuration.container_configuration if pool.virtual_machine_configuration else None
+        names = list((container.container_image_names if container else None) or [])
+        if self.container_image and self.container_image not in names:
+            problems.append(f"container images are {names or 'none'}, wanted {self.container_image}")
+        if not self.container_image and names:
+            problems.append(f"the pool runs containers ({', '.join(names)}), wanted none")
+        if (pool.start_task.command_line if pool.start_task else None) != self.start_task_command:
+            problems.append("its start task differs (another scoring runtime)")
         return problems
 
     def execute(self, context: Context) -> str:
