@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.local_azure.batch_service import autoscale, blobfiles, runner
+from include.local_azure.batch_service import autoscale, blobfiles, node_ops, runner
 from include.local_azure.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
@@ -481,6 +481,7 @@ class Engine:
             "runningTaskSlotsCount": 0,
             "totalTasksSucceeded": 0,
             "isDedicated": dedicated,
+            "nodeAgentInfo": node_ops.agent_info(),
             "_boot": 0,
         }
         self.nodes[pool["id"]][node_id] = node
