@@ -84,7 +84,9 @@ def delete(path: Path, recursive: bool) -> None:
     """File_DeleteFromTask / File_DeleteFromComputeNode: a folder needs recursive=true (else 409)."""
     if path.is_dir():
         if not recursive and any(path.iterdir()):
-            raise BatchServiceError(409, "DirectoryNotEmpty", "The specified directory is not empty; use recursive=true to delete it.")
+            # the code Azure uses here is not documented; OperationInvalidForCurrentState is the generic 409
+            raise BatchServiceError(409, "OperationInvalidForCurrentState",
+                                    "The specified directory is not empty; use recursive=true to delete it.")
         shutil.rmtree(path)
     else:
         path.unlink()

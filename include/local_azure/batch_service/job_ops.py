@@ -43,8 +43,8 @@ async def disable_job(app: "BatchApp", call: "Call"):
     with engine.lock:
         job = engine._job(call.params["job"])
         if job["state"] != "active":
-            raise BatchServiceError(409, "JobNotActive" if job["state"] != "disabled" else "JobDisabled",
-                                    f"The specified job is {job['state']}; only an active job can be disabled.")
+            code = "JobDisabled" if job["state"] == "disabled" else "JobNotActive"
+            raise BatchServiceError(409, code, f"The specified job is {job['state']}; only an active job can be disabled.")
         _set_state(job, "disabling")
         for task in list(engine.tasks[job["id"]].values()):
             if task["state"] not in ("running", "preparing"):
@@ -65,7 +65,7 @@ async def enable_job(app: "BatchApp", call: "Call"):
     with engine.lock:
         job = engine._job(call.params["job"])
         if job["state"] != "disabled":
-            raise BatchServiceError(409, "JobNotDisabled" if job["state"] == "active" else "JobNotActive",
+            raise BatchServiceError(409, "OperationInvalidForCurrentState",
                                     f"The specified job is {job['state']}; only a disabled job can be enabled.")
         _set_state(job, "enabling")
         _set_state(job, "active")

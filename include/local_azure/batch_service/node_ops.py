@@ -157,7 +157,9 @@ async def reboot(app: "BatchApp", call: "Call"):
     with engine.lock:
         node = engine.get_node(pool_id, node_id)
         if node["state"] not in ("idle", "running", "starttaskfailed", "unusable", "waitingforstarttask"):
-            raise BatchServiceError(409, "NodeNotReady", f"The node is {node['state']} and cannot be rebooted now.")
+            code = {"rebooting": "NodeBeingRebooted", "starting": "NodeBeingStarted", "creating": "NodeBeingCreated"}.get(
+                node["state"], "OperationNotValidOnNode")
+            raise BatchServiceError(409, code, f"The node is {node['state']} and cannot be rebooted now.")
         _stop_tasks(engine, pool_id, node_id, kind)
         engine._stop_start_task(pool_id, node_id)
         engine._set_node_state(node, "rebooting")
