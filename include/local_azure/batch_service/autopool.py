@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from include.local_azure.batch_service import job_prep
 from include.local_azure.batch_service.errors import invalid_property
 
 
@@ -37,5 +38,5 @@ def reap(engine) -> None:
             continue
         job = owners.get(pool["id"])
         keep = job is not None and job["poolInfo"]["autoPoolSpecification"].get("keepAlive")
-        if (job is None or job["state"] == "completed") and not keep:
+        if (job is None or job["state"] == "completed") and not keep and not job_prep.releasing(job):
             engine.delete_pool(pool["id"])

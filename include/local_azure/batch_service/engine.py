@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.local_azure.batch_service import autopool, autoscale, blobfiles, dependencies, node_ops, runner, supported
+from include.local_azure.batch_service import autopool, autoscale, blobfiles, dependencies, job_prep, node_ops, runner, supported
 from include.local_azure.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
@@ -145,6 +145,7 @@ class Engine:
             self._enforce_wall_clock()
             self._dispatch()
             self._complete_jobs()
+            job_prep.release_completed_jobs(self)
             autopool.reap(self)
 
     def _load(self) -> None:
@@ -665,6 +666,8 @@ class Engine:
                 "onAllTasksComplete": body.get("onAllTasksComplete") or "noaction",
                 "onTaskFailure": body.get("onTaskFailure") or "noaction",
                 "metadata": body.get("metadata"),
+                "jobPreparationTask": body.get("jobPreparationTask"),
+                "jobReleaseTask": body.get("jobReleaseTask"),
                 "executionInfo": {"startTime": now, "poolId": pool_info.get("poolId")},
             }
             if not pool_info.get("poolId"):
@@ -983,6 +986,8 @@ class Engine:
                         break
                     continue
                 node = fits[0] if pack else min(fits, key=lambda n: (n["runningTaskSlotsCount"], n["id"]))
+                if not job_prep.ready(self, job, pool, node):
+                    continue  # the job preparation task runs (or failed) on that node first
                 self._start_task(job, pool, node, task)
                 running += 1
 

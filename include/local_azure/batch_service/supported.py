@@ -26,7 +26,7 @@ POOL_PROPERTIES = {
 JOB_PROPERTIES = {
     "id", "displayName", "priority", "maxParallelTasks", "usesTaskDependencies", "constraints",
     "commonEnvironmentSettings", "poolInfo", "onAllTasksComplete", "onTaskFailure", "metadata",
-    "allowTaskPreemption",
+    "allowTaskPreemption", "jobPreparationTask", "jobReleaseTask",
 }
 TASK_PROPERTIES = {
     "id", "displayName", "commandLine", "resourceFiles", "outputFiles", "environmentSettings", "constraints",
@@ -88,6 +88,14 @@ def check_job(body: dict) -> None:
             raise unsupported("poolInfo.autoPoolSpecification.poolLifetimeOption",
                               "Only poolLifetimeOption 'job' is implemented (there are no job schedules).")
         check_pool(auto_pool.get("pool") or {}, "poolInfo.autoPoolSpecification.pool.")
+    for kind in ("jobPreparationTask", "jobReleaseTask"):
+        if body.get(kind):
+            allowed = {"id", "commandLine", "resourceFiles", "environmentSettings", "constraints", "waitForSuccess",
+                       "userIdentity", "rerunOnNodeRebootAfterSuccess", "containerSettings", "maxWallClockTime",
+                       "retentionTime"}
+            _only(body[kind], allowed, f"{kind}.")
+    if body.get("jobReleaseTask") and not body.get("jobPreparationTask"):
+        raise invalid_property("jobReleaseTask", "...", "A job release task needs a job preparation task.")
 
 
 def check_task_body(body: dict, prefix: str = "", start_task: bool = False) -> None:
