@@ -28,6 +28,10 @@ def test_unimplemented_properties_are_refused_naming_them(batch):
     status, code, values = _error(lambda: batch.create_task(job_id, models.BatchTaskCreateOptions(
         id="mi", command_line="true", multi_instance_settings=models.MultiInstanceSettings(coordination_command_line="true"))))
     assert (status, code, values["PropertyName"]) == (400, "UnsupportedProperty", "multiInstanceSettings")
+    status, code, values = _error(lambda: batch.update_pool(pool_id, models.BatchPoolUpdateOptions(
+        mount_configuration=[models.MountConfiguration(nfs_mount_configuration=models.NfsMountConfiguration(
+            source="10.0.0.4:/data", relative_mount_path="data"))])))
+    assert (status, code, values["PropertyName"]) == (400, "UnsupportedProperty", "mountConfiguration")
     assert batch.list_pools(filter=f"id eq '{pool_id}'")  # nothing half-created by the refusals
     batch.begin_delete_pool(pool_id, polling_interval=0).result()
 
@@ -164,3 +168,14 @@ def test_run_as_named_user_fails_on_the_node_instead_of_running_as_someone_else(
     wait_for_tasks(batch, job_id, 1)
     info = batch.get_task(job_id, "t").execution_info
     assert (info.result, info.failure_info.code) == ("failure", "UserIdentityNotSupported")
+
+
+def test_exit_condition_disable_disables_the_job(batch, pool):
+    job_id = unique("job")
+    batch.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool),
+                                                  task_failure_mode="performexitoptionsjobaction"))
+    batch.create_task(job_id, models.BatchTaskCreateOptions(
+        id="t", command_line="/bin/bash -c 'exit 3'", exit_conditions=models.ExitConditions(exit_code_ranges=[
+            models.ExitCodeRangeMapping(start=2, end=4, exit_options=models.ExitOptions(job_action="disable"))])))
+    wait_for_tasks(batch, job_id, 1)
+    wait_until(lambda: batch.get_job(job_id).state == "disabled", what="job disabled by the exit condition")

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.local_azure.batch_service import autopool, autoscale, blobfiles, dependencies, job_prep, node_ops, runner, supported
+from include.local_azure.batch_service import autopool, autoscale, blobfiles, dependencies, job_ops, job_prep, node_ops, runner, supported
 from include.local_azure.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
@@ -334,7 +334,7 @@ class Engine:
             pool = self._pool(pool_id)
             if pool["state"] == "deleting":
                 raise BatchServiceError(409, "PoolBeingDeleted", "The specified pool has been marked for deletion and is being reclaimed.")
-            supported.check_pool({k: v for k, v in body.items() if k != "id"}, "")
+            supported.check_pool_update(body)
             for key in ("startTask", "metadata", "applicationPackageReferences", "displayName", "taskSchedulingPolicy"):
                 if key in body or replace:
                     if body.get(key) is None:
@@ -1160,6 +1160,8 @@ class Engine:
                 options = rng.get("exitOptions") or options
         if options.get("jobAction") == "terminate" and job["state"] == "active":
             self._terminate_job(job, "TaskFailed")
+        elif options.get("jobAction") == "disable" and job["state"] == "active":
+            job_ops.disable(self, job, "requeue")  # "equivalent to ... disableTasks requeue" (BatchJobActionKind)
 
     def _enforce_wall_clock(self) -> None:
         now = time.monotonic()

@@ -45,19 +45,24 @@ async def disable_job(app: "BatchApp", call: "Call"):
         if job["state"] != "active":
             code = "JobDisabled" if job["state"] == "disabled" else "JobNotActive"
             raise BatchServiceError(409, code, f"The specified job is {job['state']}; only an active job can be disabled.")
-        _set_state(job, "disabling")
-        for task in list(engine.tasks[job["id"]].values()):
-            if task["state"] not in ("running", "preparing"):
-                continue
-            if option.lower() == "requeue":
-                engine._kill_task(job["id"], task, "requeued")
-                engine._requeue(job["id"], task, count=False)
-            elif option.lower() == "terminate":
-                engine._end_task(job["id"], task, "The task was ended because its job was disabled.")
-        _set_state(job, "disabled")
-        engine._touch(job)
-        engine.store.save_job(job)
+        disable(engine, job, option.lower())
     return app._empty(202, job)
+
+
+def disable(engine, job: dict, option: str) -> None:
+    """Disable an active job (also the `disable` jobAction of a task's exit options, with requeue)."""
+    _set_state(job, "disabling")
+    for task in list(engine.tasks[job["id"]].values()):
+        if task["state"] not in ("running", "preparing"):
+            continue
+        if option == "requeue":
+            engine._kill_task(job["id"], task, "requeued")
+            engine._requeue(job["id"], task, count=False)
+        elif option == "terminate":
+            engine._end_task(job["id"], task, "The task was ended because its job was disabled.")
+    _set_state(job, "disabled")
+    engine._touch(job)
+    engine.store.save_job(job)
 
 
 async def enable_job(app: "BatchApp", call: "Call"):

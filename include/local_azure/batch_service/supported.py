@@ -56,7 +56,7 @@ def _empty_list(body: dict, name: str, prefix: str = "") -> None:
 
 def check_pool(body: dict, prefix: str = "") -> None:
     """A pool (or an auto pool's pool specification) the service can honour, or the refusal."""
-    _only(body, POOL_PROPERTIES | ({"id"} if not prefix else set()), prefix)
+    _only(body, POOL_PROPERTIES, prefix)
     _empty_list(body, "applicationPackageReferences", prefix)
     _empty_list(body, "certificateReferences", prefix)
     network = body.get("networkConfiguration") or {}
@@ -75,6 +75,19 @@ def check_pool(body: dict, prefix: str = "") -> None:
         raise unsupported(f"{prefix}virtualMachineConfiguration.extensions")
     if body.get("startTask"):
         check_task_body(body["startTask"], f"{prefix}startTask.", start_task=True)
+
+
+POOL_UPDATE_PROPERTIES = {"startTask", "metadata", "applicationPackageReferences", "certificateReferences",
+                          "displayName", "taskSchedulingPolicy"}
+
+
+def check_pool_update(body: dict) -> None:
+    """Pool_Patch / Pool_UpdateProperties: only what update_pool applies; the rest is refused, not dropped."""
+    _only(body, POOL_UPDATE_PROPERTIES)
+    _empty_list(body, "applicationPackageReferences")
+    _empty_list(body, "certificateReferences")
+    if body.get("startTask"):
+        check_task_body(body["startTask"], "startTask.", start_task=True)
 
 
 def check_job(body: dict) -> None:
