@@ -43,7 +43,10 @@ def run_suite(workdir: Path, cache: Path, select: str | None = None) -> list[Row
             f"--basetemp={workdir / 'tmp'}"]
     if select:
         argv += ["-k", select]
+    report.unlink(missing_ok=True)
     subprocess.run(argv, cwd=suite_dir, env=env, check=False)
+    if not report.exists():
+        raise RuntimeError(f"pytest wrote no report ({report}); see its output above")
     return parse_report(report)
 
 

@@ -1182,12 +1182,3 @@ class Engine:
         if not path.exists():
             raise not_found("File", file_path)
         return path
-
-    def task_files(self, job_id: str, task_id: str, recursive: bool) -> list[tuple[str, Path]]:
-        with self.lock:
-            task = self._task(job_id, task_id)
-            task_dir = self._task_dir(task)
-        if task_dir is None or not task_dir.exists():
-            return []
-        entries = task_dir.rglob("*") if recursive else task_dir.iterdir()
-        return sorted((str(p.relative_to(task_dir)), p) for p in entries)
