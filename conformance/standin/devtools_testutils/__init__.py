@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 import uuid
 from collections import namedtuple
 
