@@ -13,7 +13,7 @@ export YOLO_WEIGHTS ?= $(SHARED)/models/yolov8n.pt
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv node runtime test demo up down backfill local-up local-down clean
+.PHONY: venv node runtime test demo up down backfill local-up local-down clean conformance
 
 venv: $(VENV)/.installed
 node: node_modules/.installed
@@ -77,6 +77,11 @@ local-up: venv node runtime
 
 local-down:
 	$(PY) -m include.local_azure.stack down
+
+# The azure-batch SDK's own tests/test_batch.py, fetched from the package index at run time, against
+# the local Batch service (issue 18): prints test, result, reason; fails if an in-scope test fails.
+conformance: venv
+	$(PY) -m conformance
 
 # Benchmarks (issue 7): figures side by side in one run -> bench-results.json and a table.
 .PHONY: bench

@@ -1,7 +1,8 @@
 """A DAG made only of our Batch building blocks, driven by run conf (used by tests/plugins).
 
 conf: pool_id, job_id, vm_size, tasks (count), fail_every (every Nth task exits 3
-with a message on stderr), error_threshold, command (python executable).
+with a message on stderr), error_threshold, command (python executable), start_task
+(the pool's start task command line; none by default).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ with DAG(
     pool = AzureBatchEnsurePoolOperator(
         task_id="ensure_pool", pool_id="{{ dag_run.conf['pool_id'] }}", vm_size="{{ dag_run.conf['vm_size'] }}",
         target_dedicated_nodes=2, task_slots_per_node=4, wait_for_nodes=False,
+        start_task_command="{{ dag_run.conf.get('start_task') }}",
     )
     ready = AzureBatchPoolReadySensor(task_id="nodes_ready", pool_id="{{ dag_run.conf['pool_id'] }}",
                                       poke_interval=1, timeout=120, deferrable=True)

@@ -97,6 +97,19 @@ def test_failed_shard_fails_the_run_with_its_stderr_and_teardown_still_runs(buil
     assert pool_targets(local_batch, pool_id) == (0, 0)
 
 
+def test_a_failed_start_task_fails_the_pool_ready_sensor_with_its_stderr(building_blocks_dag, local_batch, capfd):
+    """The start task's stderr (node file startup/stderr.txt) reaches the Airflow log, as a task's does."""
+    pool_id, job_id = _ids()
+    start_task = (f"{sys.executable} -c \"import sys; sys.stderr.write('E: Unable to locate package libgl1\\n'); "
+                  "sys.exit(100)\"")
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=1, start_task=start_task)
+    assert state == "failed"
+    assert states["nodes_ready"] == "failed"
+    assert "start task exit code 100" in log
+    assert "E: Unable to locate package libgl1" in log
+    assert states["create_job"] != "success"  # no job is created on a pool that cannot run tasks
+
+
 def test_failures_within_the_error_threshold_succeed_and_name_the_failed_tasks(building_blocks_dag, local_batch, capfd):
     pool_id, job_id = _ids()
     state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=10,

@@ -58,7 +58,9 @@ def evaluate(formula: str) -> dict[str, int | str]:
     """The variables a formula sets: TargetDedicatedNodes, TargetLowPriorityNodes, NodeDeallocationOption."""
     if not formula or not formula.strip():
         raise _invalid(formula or "", "the formula is empty")
-    result: dict[str, int | str] = {"TargetDedicatedNodes": 0, "TargetLowPriorityNodes": 0}
+    # Azure reports all three, with $NodeDeallocationOption=requeue when the formula does not set it
+    # (the SDK suite's test_batch_scale_pools, recorded against a real account)
+    result: dict[str, int | str] = {"TargetDedicatedNodes": 0, "TargetLowPriorityNodes": 0, "NodeDeallocationOption": "requeue"}
     statements = [s for s in formula.split(";") if s.strip()]
     for statement in statements:
         match = _ASSIGN.match(statement)

@@ -20,7 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.local_azure.batch_service import autoscale, blobfiles, registry, runner
+from include.local_azure.batch_service import (
+    autopool, autoscale, blobfiles, dependencies, job_ops, job_prep, node_ops, registry, runner, supported,
+)
 from include.local_azure.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from include.local_azure.batch_service.faults import Faults
 from include.local_azure.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
@@ -163,6 +165,8 @@ class Engine:
             self._enforce_wall_clock()
             self._dispatch()
             self._complete_jobs()
+            job_prep.release_completed_jobs(self)
+            autopool.reap(self)
 
     def _load(self) -> None:
         """Reload saved state; tasks that were running when the service died are requeued."""
@@ -265,9 +269,10 @@ class Engine:
             node["state"], node["stateTransitionTime"] = state, now_iso()
 
     # ------------------------------------------------------------------ pools
-    def create_pool(self, body: dict) -> dict:
+    def create_pool(self, body: dict, auto: bool = False) -> dict:
         with self.lock:
             pool_id = _check_id("pool", body)
+            supported.check_pool(body)
             if pool_id in self.pools:
                 raise exists("Pool")
             if not body.get("vmSize"):
@@ -300,8 +305,11 @@ class Engine:
                 "taskSchedulingPolicy": body.get("taskSchedulingPolicy") or {"nodeFillType": "spread"},
                 "userAccounts": body.get("userAccounts"),
                 "metadata": body.get("metadata"),
-                "networkConfiguration": body.get("networkConfiguration"),
+                "mountConfiguration": body.get("mountConfiguration"),
+                "resourceTags": body.get("resourceTags"),
+                "targetNodeCommunicationMode": body.get("targetNodeCommunicationMode"),
                 "_nodeSeq": 0,
+                "_autoPool": auto or None,
             }
             if pool["enableAutoScale"]:
                 if body.get("targetDedicatedNodes") is not None or body.get("targetLowPriorityNodes") is not None:
@@ -347,6 +355,7 @@ class Engine:
             pool = self._pool(pool_id)
             if pool["state"] == "deleting":
                 raise BatchServiceError(409, "PoolBeingDeleted", "The specified pool has been marked for deletion and is being reclaimed.")
+            supported.check_pool_update(body)
             for key in ("startTask", "metadata", "applicationPackageReferences", "displayName", "taskSchedulingPolicy"):
                 if key in body or replace:
                     if body.get(key) is None:
@@ -500,6 +509,7 @@ class Engine:
             "runningTaskSlotsCount": 0,
             "totalTasksSucceeded": 0,
             "isDedicated": dedicated,
+            "nodeAgentInfo": node_ops.agent_info(),
             "_boot": 0,
         }
         self.nodes[pool["id"]][node_id] = node
@@ -517,6 +527,9 @@ class Engine:
         node["_boot"] = node.get("_boot", 0) + 1
         start_task = pool.get("startTask")
         node["lastBootTime"] = now_iso()
+        if pool.get("mountConfiguration"):
+            supported.mount_failed(node)
+            return
         node.pop("errors", None)
         container = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration") or {}
         for image in container.get("containerImageNames") or []:
@@ -692,10 +705,9 @@ class Engine:
             job_id = _check_id("job", body)
             if job_id in self.jobs:
                 raise exists("Job")
+            supported.check_job(body)
             pool_info = body.get("poolInfo") or {}
-            if not pool_info.get("poolId"):
-                if pool_info.get("autoPoolSpecification"):
-                    raise invalid_property("poolInfo.autoPoolSpecification", "...", "This local service does not support auto pools; create a pool and use poolId.")
+            if not pool_info.get("poolId") and not pool_info.get("autoPoolSpecification"):
                 raise missing_property("poolInfo.poolId")
             constraints = body.get("constraints") or {}
             _check_duration("constraints.maxWallClockTime", constraints.get("maxWallClockTime"))
@@ -717,8 +729,12 @@ class Engine:
                 "onAllTasksComplete": body.get("onAllTasksComplete") or "noaction",
                 "onTaskFailure": body.get("onTaskFailure") or "noaction",
                 "metadata": body.get("metadata"),
-                "executionInfo": {"startTime": now, "poolId": pool_info["poolId"]},
+                "jobPreparationTask": body.get("jobPreparationTask"),
+                "jobReleaseTask": body.get("jobReleaseTask"),
+                "executionInfo": {"startTime": now, "poolId": pool_info.get("poolId")},
             }
+            if not pool_info.get("poolId"):
+                job["executionInfo"]["poolId"] = autopool.create_for_job(self, job_id, pool_info["autoPoolSpecification"])
             job = {k: v for k, v in job.items() if v is not None}
             self._touch(job)
             self.jobs[job_id] = job
@@ -812,6 +828,8 @@ class Engine:
     # ------------------------------------------------------------------ tasks
     def _validate_task(self, job: dict, body: dict) -> dict:
         task_id = _check_id("task", body)
+        supported.check_task_body(body)
+        dependencies.check_add(job, body)
         if not body.get("commandLine"):
             raise missing_property("commandLine")
         for spec in body.get("resourceFiles") or []:
@@ -1003,7 +1021,7 @@ class Engine:
         jobs = sorted((j for j in self.jobs.values() if j["state"] == "active" and self.queue[j["id"]]),
                       key=lambda j: (-j.get("priority", 0), j["creationTime"]))
         for job in jobs:
-            pool = self.pools.get(job["poolInfo"]["poolId"])
+            pool = self.pools.get(autopool.pool_id(job))
             if pool is None or pool["state"] != "active":
                 continue
             slots_per_node = pool["taskSlotsPerNode"]
@@ -1018,6 +1036,12 @@ class Engine:
                 if not nodes:
                     break
                 task = self.tasks[job["id"]][task_id]
+                if not dependencies.satisfied(self.tasks[job["id"]], task):
+                    continue  # kept waiting, as Azure does, until the tasks it depends on complete
+                refusal = supported.run_refusal(task)
+                if refusal is not None:
+                    supported.fail_without_running(self, job["id"], task, refusal)
+                    continue
                 need = task.get("requiredSlots") or 1
                 fits = [n for n in nodes if slots_per_node - n["runningTaskSlotsCount"] >= need]
                 if not fits:
@@ -1025,6 +1049,8 @@ class Engine:
                         break
                     continue
                 node = fits[0] if pack else min(fits, key=lambda n: (n["runningTaskSlotsCount"], n["id"]))
+                if not job_prep.ready(self, job, pool, node):
+                    continue  # the job preparation task runs (or failed) on that node first
                 self._start_task(job, pool, node, task)
                 running += 1
 
@@ -1225,6 +1251,8 @@ class Engine:
                 options = rng.get("exitOptions") or options
         if options.get("jobAction") == "terminate" and job["state"] == "active":
             self._terminate_job(job, "TaskFailed")
+        elif options.get("jobAction") == "disable" and job["state"] == "active":
+            job_ops.disable(self, job, "requeue")  # "equivalent to ... disableTasks requeue" (BatchJobActionKind)
 
     def _enforce_wall_clock(self) -> None:
         now = time.monotonic()
@@ -1245,12 +1273,3 @@ class Engine:
         if not path.exists():
             raise not_found("File", file_path)
         return path
-
-    def task_files(self, job_id: str, task_id: str, recursive: bool) -> list[tuple[str, Path]]:
-        with self.lock:
-            task = self._task(job_id, task_id)
-            task_dir = self._task_dir(task)
-        if task_dir is None or not task_dir.exists():
-            return []
-        entries = task_dir.rglob("*") if recursive else task_dir.iterdir()
-        return sorted((str(p.relative_to(task_dir)), p) for p in entries)

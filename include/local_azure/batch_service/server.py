@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, unquote, urlencode
 
 from aiohttp import web
 
-from include.local_azure.batch_service import auth, odata
+from include.local_azure.batch_service import auth, files, job_ops, node_ops, odata
 from include.local_azure.batch_service.engine import Engine, public
 from include.local_azure.batch_service.errors import BatchServiceError, error_body, invalid_property, invalid_query
 from include.local_azure.batch_service.faults import HTTP_FAULT_CODES, Faults
@@ -99,6 +99,8 @@ class BatchApp:
         r("GET", "/jobs/{job}/tasks/{task}/files", "File_ListFromTask", self.file_list)
         r("GET", "/jobs/{job}/tasks/{task}/files/{path+}", "File_GetFromTask", self.file_get)
         r("HEAD", "/jobs/{job}/tasks/{task}/files/{path+}", "File_GetPropertiesFromTask", self.file_get)
+        node_ops.register(self)
+        job_ops.register(self)
 
     def _route(self, method: str, template: str, operation: str, handler: Handler) -> None:
         pattern = re.sub(r"\{(\w+)\+\}", r"(?P<\1>.+)", template)
@@ -335,43 +337,18 @@ class BatchApp:
 
     # ------------------------------------------------------------------ task files
     async def file_list(self, call: Call) -> web.Response:
-        recursive = call.query.get("recursive", "false").lower() == "true"
         job, task = call.params["job"], call.params["task"]
-        docs = []
-        for name, path in self.engine.task_files(job, task, recursive):
-            stat = path.stat()
-            doc = {"name": name, "url": f"{self.engine.config.base_url}/jobs/{job}/tasks/{task}/files/{name}",
-                   "isDirectory": path.is_dir()}
-            if not path.is_dir():
-                doc["properties"] = {"lastModified": _iso(stat.st_mtime), "contentLength": stat.st_size,
-                                     "contentType": "application/octet-stream", "fileMode": format(stat.st_mode, "o")}
-            docs.append(doc)
-        return self._page(call, docs)
+        with self.engine.lock:
+            root = self.engine._task_dir(self.engine._task(job, task))
+        base = f"{self.engine.config.base_url}/jobs/{job}/tasks/{task}/files"
+        recursive = call.query.get("recursive", "false").lower() == "true"
+        return self._page(call, files.list_docs(root, base, recursive) if root else [])
 
     async def file_get(self, call: Call) -> web.StreamResponse:
         job, task, name = call.params["job"], call.params["task"], call.params["path"]
         path = self.engine.task_file(job, task, name)
-        stat = path.stat()
-        headers = {
-            "Last-Modified": rfc1123(_iso(stat.st_mtime)),
-            "ocp-creation-time": rfc1123(_iso(stat.st_ctime)),
-            "ocp-batch-file-isdirectory": "true" if path.is_dir() else "false",
-            "ocp-batch-file-url": f"{self.engine.config.base_url}/jobs/{job}/tasks/{task}/files/{name}",
-            "ocp-batch-file-mode": format(stat.st_mode, "o"),
-            "Content-Type": "application/octet-stream",
-        }
-        if call.request.method == "HEAD" or path.is_dir():
-            headers["Content-Length"] = str(0 if path.is_dir() else stat.st_size)
-            return web.Response(status=200, headers=headers)
-        data = path.read_bytes()
-        byte_range = call.request.headers.get("ocp-range")
-        if byte_range:
-            found = re.match(r"bytes=(\d+)-(\d*)$", byte_range)
-            if not found:
-                raise BatchServiceError(400, "InvalidHeaderValue", "The value for one of the HTTP headers is not in the correct format.", {"HeaderName": "ocp-range"})
-            start, end = int(found.group(1)), int(found.group(2)) if found.group(2) else len(data) - 1
-            data = data[start : end + 1]
-        return web.Response(status=200, body=data, headers=headers)
+        url = f"{self.engine.config.base_url}/jobs/{job}/tasks/{task}/files/{name}"
+        return files.answer(call.request.method, call.request.headers, path, url)
 
     # ------------------------------------------------------------------ emulator
     async def emulator_requests(self, request: web.Request) -> web.Response:
@@ -412,12 +389,6 @@ class BatchApp:
 class _FaultResponse(Exception):
     def __init__(self, status: int, code: str, headers: dict[str, str]) -> None:
         self.status, self.code, self.headers = status, code, headers
-
-
-def _iso(timestamp: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _resource_headers(response: web.StreamResponse, resource: dict) -> None:

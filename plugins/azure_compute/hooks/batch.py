@@ -60,6 +60,25 @@ class FailedTask:
         return text
 
 
+@dataclass(frozen=True)
+class FailedStartTask:
+    """A node whose start task failed, with what a human needs to act (often an apt or pip error)."""
+
+    node_id: str
+    exit_code: int | None
+    failure_code: str | None
+    failure_message: str | None
+    stderr_tail: str
+
+    def describe(self) -> str:
+        text = f"node {self.node_id}: start task exit code {self.exit_code}"
+        if self.failure_code:
+            text += f"; {self.failure_code}: {self.failure_message or ''}".rstrip()
+        if self.stderr_tail:
+            text += "\n--- start task stderr (tail) ---\n" + self.stderr_tail.rstrip()
+        return text
+
+
 def _task_size(task: batch_models.BatchTaskCreateOptions) -> int:
     return len(json.dumps(task.as_dict()).encode())
 
@@ -232,6 +251,35 @@ class BatchHook(AzureBatchHook):
         """The last bytes of a task's stderr.txt, or '' when the node no longer has it."""
         try:
             data = b"".join(self.client.download_task_file(job_id, task_id, "stderr.txt"))
+        except HttpResponseError:
+            return ""
+        return data[-max_bytes:].decode("utf-8", errors="replace")
+
+    def start_task_failures(self, pool_id: str, limit: int = 5, stderr_bytes: int = 2000) -> list[FailedStartTask]:
+        """Nodes whose start task failed, each with its exit code, failure and stderr tail.
+
+        The stderr is the node file ``startup/stderr.txt`` (the start task's folder on a node,
+        files-and-directories.md), read with the node files API.
+        """
+        failed: list[FailedStartTask] = []
+        for node in self.client.list_nodes(pool_id, filter="state eq 'starttaskfailed'", select=["id", "startTaskInfo"]):
+            if len(failed) >= limit:
+                break
+            info = node.start_task_info
+            failure = info.failure_info if info else None
+            failed.append(FailedStartTask(
+                node_id=node.id,
+                exit_code=info.exit_code if info else None,
+                failure_code=failure.code if failure else None,
+                failure_message=failure.message if failure else None,
+                stderr_tail=self.node_file_tail(pool_id, node.id, "startup/stderr.txt", stderr_bytes),
+            ))
+        return failed
+
+    def node_file_tail(self, pool_id: str, node_id: str, path: str, max_bytes: int = 2000) -> str:
+        """The last bytes of a file on a node, or '' when the node does not have it (any more)."""
+        try:
+            data = b"".join(self.client.download_node_file(pool_id, node_id, path))
         except HttpResponseError:
             return ""
         return data[-max_bytes:].decode("utf-8", errors="replace")

@@ -208,11 +208,18 @@ class AzureBatchPoolReadySensor(BaseSensorOperator):
         self.log.info("pool %s: %s", self.pool_id, readiness.describe())
         verdict = readiness.verdict(self.min_ready_nodes)
         if verdict == "failed":
-            raise RuntimeError(f"pool {self.pool_id} cannot run tasks: {readiness.describe()}")
+            raise RuntimeError(f"pool {self.pool_id} cannot run tasks: {readiness.describe()}{self._start_task_report()}")
         return verdict == "ready"
+
+    def _start_task_report(self) -> str:
+        """Each failed start task's exit code and stderr tail, logged and returned for the error."""
+        failures = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id).start_task_failures(self.pool_id)
+        for failure in failures:
+            self.log.error("%s", failure.describe())
+        return "".join(f"\n{failure.describe()}" for failure in failures)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         if event.get("status") != "success":
-            raise RuntimeError(f"pool {self.pool_id}: {event.get('message')}")
+            raise RuntimeError(f"pool {self.pool_id}: {event.get('message')}{self._start_task_report()}")
         self.log.info("pool %s ready: %s", self.pool_id, event.get("message"))
         return self.pool_id

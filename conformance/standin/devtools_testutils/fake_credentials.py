@@ -1,0 +1,1 @@
+BATCH_TEST_PASSWORD = "kt#_gahr!@aGERDXA"
