@@ -61,6 +61,7 @@ def _start(engine, job: dict, pool_id: str, node: dict, kind: str, folder: str) 
             "taskRootDirectoryUrl": f"{node['url']}/files/workitems/{job['id']}/job-1/{folder}", "retryCount": 0}
     _status(job, pool_id, node)[f"{kind}ExecutionInfo"] = info
     env = runner.task_environment(
+        engine._home(pool_id, node["id"], spec.get("userIdentity"), f"{job['id']}-{folder}"),
         {**engine._batch_vars(pool_id, node["id"], node.get("isDedicated", True)),
          "AZ_BATCH_JOB_ID": job["id"], "AZ_BATCH_TASK_ID": spec.get("id") or folder,
          "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(task_dir / "wd"),
@@ -76,7 +77,8 @@ def _start(engine, job: dict, pool_id: str, node: dict, kind: str, folder: str) 
 def _run(engine, job_id: str, pool_id: str, node_id: str, boot, kind: str, spec: dict, task_dir, env, retries: int) -> None:
     retry = 0
     while True:
-        exit_code, failure = engine._execute((kind, pool_id, node_id), boot, spec, task_dir, task_dir / "wd", env, None)
+        exit_code, failure = engine._execute((kind, pool_id, node_id), boot, spec, task_dir, task_dir / "wd", env, None,
+                                             engine._runtime(pool_id, spec.get("containerSettings")))
         if exit_code is None and failure is None:
             return  # the node went away
         if (failure or exit_code) and (retries == -1 or retry < retries):
