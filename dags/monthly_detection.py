@@ -334,6 +334,8 @@ with DAG(
         pool_id=plan_value("pool_id"),
         job_id=plan_value("job_id"),
         pool_action=CONFIG.pool_teardown,
+        poll_interval=CONFIG.poll_interval_s,
+        deferrable=True,
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
 
