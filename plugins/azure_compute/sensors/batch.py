@@ -110,10 +110,11 @@ class AzureBatchJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         expected = self._expected()
-        progress = JobProgress.from_counts(self.hook.task_counts(self.job_id))
+        counts = self.hook.task_counts(self.job_id)
+        progress = JobProgress.from_counts(counts)
         if not progress.counts_done(expected):
-            progress = JobProgress.from_counts(self.hook.task_counts(self.job_id), self.hook.client.get_job(
-                self.job_id, select=["id", "state", "executionInfo"]))
+            job = self.hook.client.get_job(self.job_id, select=["id", "state", "executionInfo"])
+            progress = JobProgress.from_counts(counts, job)
         if self._done_at_start is None:
             self._done_at_start = progress.completed  # the rate counts only what finishes while we watch
         self.log.info("job %s: %s", self.job_id,
