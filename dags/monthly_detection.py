@@ -246,6 +246,8 @@ with DAG(
         start_task_command=CONFIG.start_task_command or None,
         start_task_elevated=bool(CONFIG.start_task_command),
         wait_for_nodes=False,  # waiting is its own step, so teardown runs even when nodes fail
+        poll_interval=CONFIG.poll_interval_s,
+        deferrable=True,  # a reused pool still resizing is waited for in the triggerer
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
     nodes_ready = AzureBatchPoolReadySensor(

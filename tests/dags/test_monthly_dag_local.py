@@ -85,24 +85,31 @@ def test_a_shard_failing_for_good_fails_the_run_naming_it_and_tears_down(monthly
     batch_connections.emulator("DELETE", "/_emulator/faults")
 
 
-def _once_a_shard_runs(client, month_key: str, act) -> threading.Thread:
+class _OnceAShardRuns(threading.Thread):
     """In the background, as soon as the month's job holds all its tasks and one runs, ``act(job_id)``.
 
-    Stands in for a person (or a policy) acting on the job in the portal during the run.
+    Stands in for a person (or a policy) acting on the job in the portal during the run;
+    ``acted_while`` keeps the task counts it saw when it acted.
     """
-    def watch() -> None:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            for job in client.list_jobs(filter="state eq 'active'"):
-                if f"-{month_key}-" in job.id and str(job.all_tasks_complete_mode or "").lower() == "terminatejob" \
-                        and client.get_job_task_counts(job.id).task_counts.running:
-                    act(job.id)
-                    return
-            time.sleep(0.2)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, client, month_key: str, act) -> None:
+        super().__init__(daemon=True)
+        self.client, self.month_key, self.act = client, month_key, act
+        self.acted_while = None
+        self.start()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and self.acted_while is None:
+            for job in self.client.list_jobs(filter="state eq 'active'"):
+                mode = getattr(job.all_tasks_complete_mode, "value", job.all_tasks_complete_mode)
+                if f"-{self.month_key}-" not in job.id or str(mode).lower() != "terminatejob":
+                    continue
+                counts = self.client.get_job_task_counts(job.id).task_counts
+                if counts.running and counts.active:
+                    self.act(job.id)
+                    self.acted_while = counts
+            time.sleep(0.2)
 
 
 def test_a_job_terminated_by_hand_ends_the_wait_and_its_unrun_shards_become_error_rows(
@@ -111,10 +118,11 @@ def test_a_job_terminated_by_hand_ends_the_wait_and_its_unrun_shards_become_erro
     month = parse_month("2024-03")
     seed_month(storage, "images", month, count=6)
     client = batch_connections.client()
-    watcher = _once_a_shard_runs(client, "202403", lambda job_id: client.begin_terminate_job(
+    watcher = _OnceAShardRuns(client, "202403", lambda job_id: client.begin_terminate_job(
         job_id, options=BatchJobTerminateOptions(termination_reason="UserTerminate"), polling_interval=0).result())
     state, states, log = run_month(monthly_dag, capfd, "2024-03", shard_size=1, error_threshold="100%")
     watcher.join(timeout=5)
+    assert watcher.acted_while is not None, "the job finished before it could be terminated"
     assert state == "success", log[-4000:]
     assert states["wait"] == "success" and states["teardown"] == "success"
     published = load_published(storage.get_container_client("predictions"), month)
@@ -132,10 +140,11 @@ def test_a_job_past_its_wall_clock_fails_the_run_naming_the_unrun_shards_and_tea
     month = parse_month("2024-04")
     seed_month(storage, "images", month, count=6)
     client = batch_connections.client()
-    watcher = _once_a_shard_runs(client, "202404", lambda job_id: client.update_job(job_id, batch_models.BatchJobUpdateOptions(
+    watcher = _OnceAShardRuns(client, "202404", lambda job_id: client.update_job(job_id, batch_models.BatchJobUpdateOptions(
         constraints=batch_models.BatchJobConstraints(max_wall_clock_time="PT1S"))))
-    state, states, log = run_month(monthly_dag, capfd, "2024-04", shard_size=1)
+    state, states, log = run_month(monthly_dag, capfd, "2024-04", shard_size=1, error_threshold="0")
     watcher.join(timeout=5)
+    assert watcher.acted_while is not None, "the job finished before its wall clock could be shortened"
     assert state == "failed"
     assert states["wait"] == "failed" and states["publish"] == "upstream_failed"
     assert "MaxWallClockTimeExpiry" in log and "(never completed)" in log

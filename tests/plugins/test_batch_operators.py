@@ -243,3 +243,12 @@ def test_a_reused_pool_still_resizing_is_stopped_then_resized(building_blocks_da
     finally:
         local_batch.emulator("DELETE", "/_emulator/faults")
         client.begin_delete_pool(pool_id, polling_interval=0).result()
+
+
+def test_the_job_link_opens_the_account_page_since_a_job_is_not_an_arm_resource():
+    from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink, batch_account_portal_url
+
+    account = batch_account_portal_url("https://acct1.westeurope.batch.azure.com", "sub-1", "rg-1")
+    assert account.endswith("/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Batch/batchAccounts/acct1")
+    assert AzureBatchJobLink.url(account, "monthly-202401-x") == account
+    assert AzureBatchPoolLink.url(account, "yolo-gpu-1") == account + "/pools/yolo-gpu-1"  # pools are ARM resources

@@ -79,7 +79,7 @@ class Faults:
         self.requests: Counter = Counter()
 
     def add(self, spec: dict) -> dict:
-        """Register an http or task_exit fault from its JSON; returns a description."""
+        """Register an http, task_exit, resize_error or pool_timing fault from its JSON; returns a description."""
         kind = spec.get("kind")
         try:
             if kind == "http":
