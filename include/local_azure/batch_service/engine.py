@@ -301,7 +301,7 @@ class Engine:
                 "stateTransitionTime": now,
                 "allocationState": "steady",
                 "allocationStateTransitionTime": now,
-                "vmSize": body["vmSize"],
+                "vmSize": str(body["vmSize"]).lower(),  # as real Batch answers it (recorded: AddTaskCollection.json)
                 "virtualMachineConfiguration": body.get("virtualMachineConfiguration"),
                 "resizeTimeout": body.get("resizeTimeout") or "PT15M",
                 "currentDedicatedNodes": 0,
@@ -312,7 +312,8 @@ class Engine:
                 "enableInterNodeCommunication": bool(body.get("enableInterNodeCommunication")),
                 "startTask": body.get("startTask"),
                 "taskSlotsPerNode": slots,
-                "taskSchedulingPolicy": body.get("taskSchedulingPolicy") or {"nodeFillType": "spread"},
+                # The default as real Batch writes it (recorded: "Spread", "none"); a given policy is echoed.
+                "taskSchedulingPolicy": body.get("taskSchedulingPolicy") or {"nodeFillType": "Spread", "jobDefaultOrder": "none"},
                 "userAccounts": body.get("userAccounts"),
                 "metadata": body.get("metadata"),
                 "networkConfiguration": body.get("networkConfiguration"),
