@@ -256,6 +256,8 @@ with DAG(
         start_task_command=(START_TASK or {}).get("command_line"),
         start_task_elevated=bool((START_TASK or {}).get("elevated")),
         wait_for_nodes=False,  # waiting is its own step, so teardown runs even when nodes fail
+        poll_interval=CONFIG.poll_interval_s,
+        deferrable=True,  # a reused pool still resizing is waited for in the triggerer
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
     nodes_ready = AzureBatchPoolReadySensor(
@@ -343,6 +345,8 @@ with DAG(
         pool_id=plan_value("pool_id"),
         job_id=plan_value("job_id"),
         pool_action=CONFIG.pool_teardown,
+        poll_interval=CONFIG.poll_interval_s,
+        deferrable=True,
         azure_batch_conn_id=CONFIG.azure_batch_conn_id,
     )
 

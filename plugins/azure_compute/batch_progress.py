@@ -13,9 +13,17 @@ READY_NODE_STATES = {"idle", "running"}
 DEAD_NODE_STATES = {"starttaskfailed", "unusable"}
 
 
-def _text(value) -> str:
-    """An SDK enum (``str`` mixin) or a plain string, as its lower-case wire value."""
+def wire_value(value) -> str:
+    """An SDK enum (``str`` mixin) or a plain string, as its lower-case wire value.
+
+    Compare every enum-valued field this way: real Batch writes some values in another case than
+    the SDK's enums (``"Success"`` for an added task, ``"Spread"`` for a fill type; recorded in
+    Azure/azure-sdk-assets), and azure-batch 15.1 then hands back a plain string.
+    """
     return str(getattr(value, "value", value) or "").lower()
+
+
+_text = wire_value
 
 
 @dataclass(frozen=True)
@@ -56,18 +64,37 @@ class ErrorThreshold:
 
 @dataclass(frozen=True)
 class JobProgress:
-    """Task counts of one poll, and what they mean."""
+    """Task counts of one poll and the job's state, and what they mean.
+
+    A completed job is done whatever its counts say: a terminated job (by hand, by ``on_kill`` or
+    by its ``maxWallClockTime``) leaves the tasks that had not started ``active`` for ever
+    ("they will remain in the active state": ``terminate_job``, azure-batch 15.1).
+    """
 
     active: int
     running: int
     succeeded: int
     failed: int
+    job_completed: bool = False
+    terminate_reason: str | None = None
 
     @classmethod
-    def from_counts(cls, counts) -> "JobProgress":
-        """From ``BatchTaskCounts`` (SDK model) or its dict form."""
+    def from_counts(cls, counts, job=None) -> "JobProgress":
+        """From ``BatchTaskCounts`` (SDK model) or its dict form, and the job (SDK model), if fetched."""
         get = counts.get if isinstance(counts, dict) else lambda key: getattr(counts, key)
-        return cls(active=get("active"), running=get("running"), succeeded=get("succeeded"), failed=get("failed"))
+        completed = bool(get("job_completed")) if isinstance(counts, dict) and "job_completed" in counts else False
+        reason = counts.get("terminate_reason") if isinstance(counts, dict) else None
+        if job is not None:
+            completed = wire_value(job.state) == "completed"
+            info = job.execution_info
+            reason = info.termination_reason if info is not None else None
+        return cls(active=get("active"), running=get("running"), succeeded=get("succeeded"), failed=get("failed"),
+                   job_completed=completed, terminate_reason=reason)
+
+    @property
+    def unfinished(self) -> int:
+        """Tasks that will never complete: the job ended before they did."""
+        return self.active + self.running if self.job_completed else 0
 
     @property
     def completed(self) -> int:
@@ -77,9 +104,13 @@ class JobProgress:
     def total(self) -> int:
         return self.active + self.running + self.completed
 
-    def is_done(self, expected_tasks: int) -> bool:
+    def counts_done(self, expected_tasks: int) -> bool:
         """Every expected task has completed (a job with fewer tasks is not done)."""
         return self.active == 0 and self.running == 0 and self.completed >= expected_tasks
+
+    def is_done(self, expected_tasks: int) -> bool:
+        """Every expected task completed, or the job itself completed (nothing more will run)."""
+        return self.job_completed or self.counts_done(expected_tasks)
 
     def describe(self, expected_tasks: int, elapsed_s: float, done_at_start: int = 0) -> str:
         """``done/total, failed, running, rate, ETA`` — the line users watch."""
@@ -93,13 +124,17 @@ class JobProgress:
             eta = f"{remaining / (finished_here / elapsed_s):.0f}s"
         else:
             eta = "unknown"
-        return (
+        text = (
             f"{self.completed}/{total} tasks done, {self.failed} failed, {self.running} running, "
             f"{self.active} queued, {rate:.1f} tasks/min, ETA {eta}"
         )
+        if self.job_completed:
+            text += f"; job completed ({self.terminate_reason or 'no reason given'})"
+        return text
 
-    def as_dict(self) -> dict[str, int]:
-        return {"active": self.active, "running": self.running, "succeeded": self.succeeded, "failed": self.failed}
+    def as_dict(self) -> dict:
+        return {"active": self.active, "running": self.running, "succeeded": self.succeeded, "failed": self.failed,
+                "job_completed": self.job_completed, "terminate_reason": self.terminate_reason}
 
 
 @dataclass(frozen=True)

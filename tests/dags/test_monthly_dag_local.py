@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 
+from azure.batch import models as batch_models
+from azure.batch.models._models import BatchJobTerminateOptions  # not re-exported by azure-batch 15.1
 
 from include.demo.seed import seed_month
 from include.monthly.layout import parse_month
@@ -93,3 +97,72 @@ def test_a_batch_run_without_a_scoring_runtime_is_refused_by_validate_before_any
     assert states["stage"] == "upstream_failed" and states["ensure_pool"] in ("upstream_failed", "skipped")
     assert "MONTHLY_DETECTION_SCORING_RUNTIME=''" in log and "no scoring runtime" in log
     assert {p.id for p in batch_connections.client().list_pools()} == pools_before
+
+
+class _OnceAShardRuns(threading.Thread):
+    """In the background, as soon as the month's job holds all its tasks and one runs, ``act(job_id)``.
+
+    Stands in for a person (or a policy) acting on the job in the portal during the run;
+    ``acted_while`` keeps the task counts it saw when it acted.
+    """
+
+    def __init__(self, client, month_key: str, act) -> None:
+        super().__init__(daemon=True)
+        self.client, self.month_key, self.act = client, month_key, act
+        self.acted_while = None
+        self.start()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and self.acted_while is None:
+            for job in self.client.list_jobs(filter="state eq 'active'"):
+                mode = getattr(job.all_tasks_complete_mode, "value", job.all_tasks_complete_mode)
+                if f"-{self.month_key}-" not in job.id or str(mode).lower() != "terminatejob":
+                    continue
+                counts = self.client.get_job_task_counts(job.id).task_counts
+                if counts.running and counts.active:
+                    self.act(job.id)
+                    self.acted_while = counts
+            time.sleep(0.2)
+
+
+def test_a_job_terminated_by_hand_ends_the_wait_and_its_unrun_shards_become_error_rows(
+        monthly_dag, storage, batch_connections, capfd):
+    """On Azure a terminated job leaves unstarted tasks active for ever; the wait must end anyway."""
+    month = parse_month("2024-03")
+    seed_month(storage, "images", month, count=6)
+    client = batch_connections.client()
+    watcher = _OnceAShardRuns(client, "202403", lambda job_id: client.begin_terminate_job(
+        job_id, options=BatchJobTerminateOptions(termination_reason="UserTerminate"), polling_interval=0).result())
+    state, states, log = run_month(monthly_dag, capfd, "2024-03", shard_size=1, error_threshold="100%")
+    watcher.join(timeout=5)
+    assert watcher.acted_while is not None, "the job finished before it could be terminated"
+    assert state == "success", log[-4000:]
+    assert states["wait"] == "success" and states["teardown"] == "success"
+    published = load_published(storage.get_container_client("predictions"), month)
+    rows = rows_of(published)
+    staged = {b.name for b in storage.get_container_client("images").list_blobs(name_starts_with="202403/")
+              if not b.name.endswith(".txt")}
+    assert {row["image"] for row in rows} == staged                  # every image accounted for, none twice
+    never = [row for row in rows if row["status"] == "error" and "did not complete" in row["error"]]
+    assert never and all("UserTerminate" in row["error"] for row in never)
+    assert len(published.summary["failed_shards"]) >= len(never)
+
+
+def test_a_job_past_its_wall_clock_fails_the_run_naming_the_unrun_shards_and_tears_down(
+        monthly_dag, storage, batch_connections, capfd):
+    month = parse_month("2024-04")
+    seed_month(storage, "images", month, count=6)
+    client = batch_connections.client()
+    watcher = _OnceAShardRuns(client, "202404", lambda job_id: client.update_job(job_id, batch_models.BatchJobUpdateOptions(
+        constraints=batch_models.BatchJobConstraints(max_wall_clock_time="PT1S"))))
+    state, states, log = run_month(monthly_dag, capfd, "2024-04", shard_size=1, error_threshold="0")
+    watcher.join(timeout=5)
+    assert watcher.acted_while is not None, "the job finished before its wall clock could be shortened"
+    assert state == "failed"
+    assert states["wait"] == "failed" and states["publish"] == "upstream_failed"
+    assert "MaxWallClockTimeExpiry" in log and "(never completed)" in log
+    assert states["teardown"] == "success"
+    assert not storage.get_container_client("predictions").get_blob_client("202404/predictions.csv").exists()
+    pools = [p.id for p in client.list_pools()]
+    assert not any(p.startswith("yolo-gpu-") for p in pools), pools

@@ -23,7 +23,7 @@ def test_150_tasks_on_two_nodes_all_succeed_with_readable_stdout(batch, pool):
     ]
     for start in range(0, 150, 100):
         result = batch.create_task_collection(job_id, models.BatchTaskGroup(task_values=tasks[start:start + 100]))
-        assert {r.status for r in result.result_values} == {"success"}
+        assert {r.status for r in result.result_values} == {"Success"}  # as real Batch writes it
 
     counts = wait_for_tasks(batch, job_id, 150)
     assert (counts.succeeded, counts.failed, counts.active, counts.running) == (150, 0, 0, 0)

@@ -21,7 +21,7 @@ def test_250_tasks_are_added_in_chunks_of_at_most_100_and_filtered_listing_pages
     adds_before = _count(local_batch, "Task_AddCollection")
     result = batch.create_tasks(job_id, _tasks(250))
     assert len(result.result_values) == 250
-    assert {r.status for r in result.result_values} == {"success"}
+    assert {r.status for r in result.result_values} == {"Success"}  # as real Batch writes it
     assert _count(local_batch, "Task_AddCollection") - adds_before == 3
 
     counts = wait_for_tasks(batch, job_id, 250)
@@ -59,7 +59,7 @@ def test_body_over_1mb_gets_request_body_too_large_and_the_sdk_helper_splits(bat
         batch.create_task_collection(job_id, models.BatchTaskGroup(task_values=tasks))
     assert (err.value.status_code, err.value.error.code) == (413, "RequestBodyTooLarge")
     result = batch.create_tasks(job_id, tasks)
-    assert sorted(r.task_id for r in result.result_values if r.status == "success") == sorted(t.id for t in tasks)
+    assert sorted(r.task_id for r in result.result_values if r.status == "Success") == sorted(t.id for t in tasks)
 
 
 def test_duplicate_ids_get_task_exists_per_task_and_the_rest_are_added(batch, pool):
@@ -69,7 +69,7 @@ def test_duplicate_ids_get_task_exists_per_task_and_the_rest_are_added(batch, po
     by_id = {r.task_id: r for r in result.result_values}
     assert by_id["t0001"].status == "clienterror"
     assert by_id["t0001"].error.code == "TaskExists"
-    assert by_id["t0000"].status == by_id["t0002"].status == "success"
+    assert by_id["t0000"].status == by_id["t0002"].status == "Success"
     assert by_id["t0000"].location.endswith(f"/jobs/{job_id}/tasks/t0000")
     # re-adding the same shard set is idempotent for callers that treat TaskExists as done
     again = batch.create_tasks(job_id, _tasks(3))
@@ -95,5 +95,5 @@ def test_malformed_task_in_a_collection_is_a_client_error_not_a_crash(local_batc
     assert response.status_code == 200
     results = {r.get("taskId"): r for r in response.json()["value"]}
     assert results[None]["error"]["code"] == "InvalidPropertyValue"
-    assert results["ok"]["status"] == "success"
+    assert results["ok"]["status"] == "Success"
     assert results["nocmd"]["error"]["code"] == "MissingRequiredProperty"

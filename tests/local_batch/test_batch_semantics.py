@@ -106,17 +106,22 @@ def test_slots_bound_concurrency_to_nodes_times_slots(batch):
     batch.begin_delete_pool(pool_id, polling_interval=0).result()
 
 
-def test_terminate_job_ends_running_and_active_tasks(batch):
+def test_terminate_job_ends_running_tasks_and_leaves_active_ones_active(batch):
+    """Job_Terminate: running tasks are ended; active ones "remain in the active state" and never run."""
     pool_id = make_pool(batch, nodes=1, slots=1)
     job_id = make_job(batch, pool_id)
     batch.create_tasks(job_id, [models.BatchTaskCreateOptions(id=f"t{i}", command_line="sleep 60") for i in range(3)])
-    wait_until(lambda: batch.get_job_task_counts(job_id).task_counts.running == 1, what="one running task")
+    running = wait_until(lambda: [t.id for t in batch.list_tasks(job_id, filter="state eq 'running'")] or None,
+                         what="one running task")
     batch.begin_terminate_job(job_id, options=BatchJobTerminateOptions(termination_reason="Cancelled"),
                               polling_interval=0).result()
     job = batch.get_job(job_id)
     assert job.state == "completed" and job.execution_info.termination_reason == "Cancelled"
-    states = {t.id: (t.state, t.execution_info.failure_info.code) for t in batch.list_tasks(job_id)}
-    assert states == {f"t{i}": ("completed", "TaskEnded") for i in range(3)}
+    states = {t.id: t.state for t in batch.list_tasks(job_id)}
+    assert states == {task_id: ("completed" if task_id in running else "active") for task_id in states}
+    assert batch.get_task(job_id, running[0]).execution_info.failure_info.code == "TaskEnded"
+    counts = batch.get_job_task_counts(job_id).task_counts
+    assert (counts.active, counts.running, counts.completed) == (2, 0, 1)
     node = wait_until(lambda: (n := batch.list_nodes(pool_id).next()).state == "idle" and n, what="idle node")
     assert node.running_tasks_count == 0
     batch.begin_delete_pool(pool_id, polling_interval=0).result()

@@ -66,5 +66,6 @@ with DAG(
         poke_interval=1, timeout=600, deferrable=True,
     )
     teardown = AzureBatchTeardownOperator(task_id="teardown", pool_id="{{ dag_run.conf['pool_id'] }}",
-                                          job_id="{{ dag_run.conf['job_id'] }}", pool_action="resize_to_zero")
+                                          job_id="{{ dag_run.conf['job_id'] }}", pool_action="resize_to_zero",
+                                          poll_interval=1, deferrable=True)
     pool >> ready >> job >> add >> wait >> teardown.as_teardown(setups=pool)

@@ -5,6 +5,7 @@ import asyncio
 import sys
 import time
 import uuid
+from pathlib import Path
 from datetime import timedelta
 
 import pytest
@@ -125,7 +126,8 @@ def test_an_incompatible_existing_pool_is_refused_with_both_sizes_named(building
     state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id + "b", tasks=1,
                              vm_size="Standard_D2s_v3")
     assert state == "failed" and states["ensure_pool"] == "failed"
-    assert "cannot be reused" in log and "Standard_NC4as_T4_v3" in log and "Standard_D2s_v3" in log
+    # Azure answers vmSize in lower case (recorded), so the existing size is named as Azure spells it.
+    assert "cannot be reused" in log and "standard_nc4as_t4_v3" in log.lower() and "Standard_D2s_v3" in log
 
 
 def test_trigger_runs_on_an_event_loop_to_done_and_to_error(batch_connections, local_batch):
@@ -175,3 +177,92 @@ def test_teardown_leaves_a_pool_that_another_active_job_still_uses(batch_connect
     BatchHook().terminate_job(job_id + "-other", "done")
     teardown.execute({})
     assert BatchHook().get_pool(pool_id) is None                                   # last user gone: deleted
+
+
+def test_an_add_collection_answered_success_as_real_batch_does_adds_at_the_first_attempt(batch_connections, local_batch):
+    """Real Batch answers each added task with "Success" (recorded: azure-sdk-assets .NET AddTaskCollection.json)."""
+    pool_id, job_id = _ids()
+    _pool_and_job(local_batch.client(), pool_id, job_id)
+    tasks = [batch_models.BatchTaskCreateOptions(id=f"t{i}", command_line=f"{sys.executable} -c pass") for i in range(3)]
+    raw = local_batch.client().create_task_collection(job_id, batch_models.BatchTaskGroup(task_values=tasks[:1]))
+    assert raw.result_values[0].status == "Success"   # the wire value, not the SDK enum's "success"
+    result = BatchHook().add_tasks(job_id, tasks)
+    assert (sorted(result.added), result.existing, result.requests) == (["t1", "t2"], ["t0"], 1)
+
+
+@pytest.mark.parametrize("method,path,call", [
+    ("POST", "/addtaskcollection$", "add_tasks"),
+    ("POST", "/pools$", "create_pool"),
+])
+def test_a_429_without_retry_after_on_a_post_is_retried(batch_connections, local_batch, method, path, call):
+    """azure-core alone retries a POST only on 500/503/504, and a 429 only with Retry-After."""
+    pool_id, job_id = _ids()
+    if call == "add_tasks":
+        _pool_and_job(local_batch.client(), pool_id, job_id)
+    local_batch.emulator("DELETE", "/_emulator/requests")
+    local_batch.emulator("POST", "/_emulator/faults", {"kind": "http", "method": method, "path": path, "status": 429, "count": 2})
+    hook = BatchHook()
+    if call == "add_tasks":
+        result = hook.add_tasks(job_id, [batch_models.BatchTaskCreateOptions(id="t0", command_line="true")])
+        assert (result.added, result.requests) == (["t0"], 1)
+        assert local_batch.emulator("GET", "/_emulator/requests")["Task_AddCollection"] == 3
+    else:
+        hook.client.create_pool(batch_models.BatchPoolCreateOptions(id=pool_id, vm_size="standard_d2s_v3"))
+        assert hook.get_pool(pool_id) is not None
+        assert local_batch.emulator("GET", "/_emulator/requests")["Pool_Add"] == 3
+    assert local_batch.emulator("GET", "/_emulator/faults") == []
+
+
+def test_resize_errors_fail_the_pool_wait_naming_them_and_teardown_still_runs(building_blocks_dag, local_batch, capfd):
+    pool_id, job_id = _ids()
+    local_batch.emulator("POST", "/_emulator/faults",
+                         {"kind": "resize_error", "poolId": f"^{pool_id}$", "code": "AccountCoreQuotaReached"})
+    state, states, log = run(building_blocks_dag, capfd, pool_id=pool_id, job_id=job_id, tasks=2)
+    assert state == "failed"
+    assert states["nodes_ready"] == "failed" and states["create_job"] == "upstream_failed"
+    assert "AccountCoreQuotaReached" in log
+    assert states["teardown"] == "success"
+    pool = local_batch.client().get_pool(pool_id)
+    assert (pool.target_dedicated_nodes, pool.current_dedicated_nodes, pool.allocation_state) == (0, 0, "steady")
+
+
+def test_a_reused_pool_still_resizing_is_stopped_then_resized(building_blocks_dag, batch_connections, local_batch, capfd):
+    """Azure resizes only a steady pool: the reuse path stops a running resize, waits, then resizes."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from azure_compute.operators.batch import UBUNTU_2204
+
+    reuse_dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "plugin_dags")).dags["batch_pool_reuse"]
+    pool_id, _ = _ids()
+    client = local_batch.client()
+    image = batch_models.BatchVmImageReference(**{k: UBUNTU_2204[k] for k in ("publisher", "offer", "sku", "version")})
+    client.create_pool(batch_models.BatchPoolCreateOptions(
+        id=pool_id, vm_size="standard_nc4as_t4_v3", target_dedicated_nodes=1,
+        virtual_machine_configuration=batch_models.VirtualMachineConfiguration(
+            image_reference=image, node_agent_sku_id=UBUNTU_2204["node_agent_sku_id"])))
+    BatchHook().wait_for_pool(pool_id, lambda p: p.allocation_state == "steady" and p.current_dedicated_nodes == 1, 0.2, 60)
+    local_batch.emulator("POST", "/_emulator/faults", {"kind": "pool_timing", "removalSeconds": 3600, "stopSeconds": 1})
+    try:
+        BatchHook().request_resize(pool_id, 0, 0)              # an earlier teardown's shrink, still running
+        assert client.get_pool(pool_id).allocation_state == "resizing"
+        local_batch.emulator("DELETE", "/_emulator/requests")
+        result = reuse_dag.test(run_conf={"pool_id": pool_id, "nodes": 2})
+        out, err = capfd.readouterr()
+        assert str(result.state) == "success", (out + err)[-3000:]
+        assert "still resizing; stopped that resize" in out + err
+        pool = client.get_pool(pool_id)
+        assert (pool.target_dedicated_nodes, pool.current_dedicated_nodes, pool.allocation_state) == (2, 2, "steady")
+        requests = local_batch.emulator("GET", "/_emulator/requests")
+        assert requests["Pool_StopResize"] == 1 and requests["Pool_Resize"] == 1
+    finally:
+        local_batch.emulator("DELETE", "/_emulator/faults")
+        client.begin_delete_pool(pool_id, polling_interval=0).result()
+
+
+def test_the_job_link_opens_the_account_page_since_a_job_is_not_an_arm_resource():
+    from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink, batch_account_portal_url
+
+    account = batch_account_portal_url("https://acct1.westeurope.batch.azure.com", "sub-1", "rg-1")
+    assert account.endswith("/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Batch/batchAccounts/acct1")
+    assert AzureBatchJobLink.url(account, "monthly-202401-x") == account
+    assert AzureBatchPoolLink.url(account, "yolo-gpu-1") == account + "/pools/yolo-gpu-1"  # pools are ARM resources

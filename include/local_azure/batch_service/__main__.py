@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--registry-dir", type=Path, default=registry.default_root(),
                         help="the local container registry (registry.json; `make runtime` fills .local/registry); "
                              "env LOCAL_BATCH_REGISTRY_DIR")
+    parser.add_argument("--node-removal-delay", type=float, default=0.0, help="seconds before a resize removes nodes")
+    parser.add_argument("--stop-resize-delay", type=float, default=0.0, help="seconds a pool stays 'stopping'")
     parser.add_argument("--preempted-node-recovery", type=float, default=1.0, help="seconds a preempted node stays away")
     args = parser.parse_args(argv)
     if not args.key:
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         base_url=f"http://127.0.0.1:{args.port}",
         storage_connection_string=args.storage_connection_string,
         node_allocation_delay=args.node_allocation_delay,
+        node_removal_delay=args.node_removal_delay,
+        stop_resize_delay=args.stop_resize_delay,
         preempted_node_recovery=args.preempted_node_recovery,
         registry_dir=args.registry_dir.resolve() if args.registry_dir else None,
     )

@@ -42,6 +42,8 @@ class EngineConfig:
     base_url: str
     storage_connection_string: str | None = None
     node_allocation_delay: float = 0.0
+    node_removal_delay: float = 0.0
+    stop_resize_delay: float = 0.0
     preempted_node_recovery: float = 1.0
     tick_seconds: float = 0.1
     registry_dir: Path | None = None  # the local container registry (registry.py); None: no image can be pulled
@@ -118,6 +120,8 @@ class Engine:
         self.tasks: dict[str, dict[str, dict]] = {}
         self.queue: dict[str, dict[str, None]] = {}
         self.counters: dict[str, JobCounters] = {}
+        #: per job, lower-cased task id -> the id as created (ids are case-insensitive on Azure)
+        self.task_keys: dict[str, dict[str, str]] = {}
         self.procs: dict[tuple, RunningProcess] = {}
         self._seq = 0
         self._wake = threading.Event()
@@ -180,6 +184,7 @@ class Engine:
         for job in jobs:
             self.jobs[job["id"]] = job
             self.tasks[job["id"]] = {}
+            self.task_keys[job["id"]] = {}
             self.queue[job["id"]] = {}
             self.counters[job["id"]] = JobCounters()
         for job_id, task in tasks:
@@ -187,6 +192,7 @@ class Engine:
                 continue
             self._seq = max(self._seq, task.get("_seq", 0))
             self.tasks[job_id][task["id"]] = task
+            self.task_keys[job_id][task["id"].lower()] = task["id"]
             if task["state"] in ("running", "preparing"):
                 if task.get("_pid"):
                     runner.kill_leftover(task["_pid"], [f"AZ_BATCH_JOB_ID={job_id}", f"AZ_BATCH_TASK_ID={task['id']}"])
@@ -217,6 +223,34 @@ class Engine:
     def _touch(self, doc: dict) -> None:
         doc["eTag"] = new_etag()
         doc["lastModified"] = now_iso()
+
+    def canonical_ids(self, params: dict[str, str]) -> dict[str, str]:
+        """The ids of a request as they were created: Azure ids are case-preserving and case-insensitive.
+
+        (``azure/batch/models/_models.py``: BatchPoolCreateOptions.id, BatchJobCreateOptions.id,
+        BatchTaskCreateOptions.id.) An id that matches nothing is returned as given.
+        """
+        with self.lock:
+            found = dict(params)
+            if "pool" in found:
+                found["pool"] = self._pool_key(found["pool"]) or found["pool"]
+            if "job" in found:
+                found["job"] = self._job_key(found["job"]) or found["job"]
+                if "task" in found:
+                    found["task"] = self.task_keys.get(found["job"], {}).get(found["task"].lower(), found["task"])
+            return found
+
+    def _pool_key(self, pool_id: str | None) -> str | None:
+        if not pool_id or pool_id in self.pools:
+            return pool_id or None
+        lower = pool_id.lower()
+        return next((key for key in self.pools if key.lower() == lower), None)
+
+    def _job_key(self, job_id: str | None) -> str | None:
+        if not job_id or job_id in self.jobs:
+            return job_id or None
+        lower = job_id.lower()
+        return next((key for key in self.jobs if key.lower() == lower), None)
 
     def _pool(self, pool_id: str) -> dict:
         pool = self.pools.get(pool_id)
@@ -273,7 +307,7 @@ class Engine:
         with self.lock:
             pool_id = _check_id("pool", body)
             supported.check_pool(body)
-            if pool_id in self.pools:
+            if self._pool_key(pool_id):
                 raise exists("Pool")
             if not body.get("vmSize"):
                 raise missing_property("vmSize")
@@ -291,7 +325,7 @@ class Engine:
                 "stateTransitionTime": now,
                 "allocationState": "steady",
                 "allocationStateTransitionTime": now,
-                "vmSize": body["vmSize"],
+                "vmSize": str(body["vmSize"]).lower(),  # as real Batch answers it (recorded: AddTaskCollection.json)
                 "virtualMachineConfiguration": body.get("virtualMachineConfiguration"),
                 "resizeTimeout": body.get("resizeTimeout") or "PT15M",
                 "currentDedicatedNodes": 0,
@@ -302,7 +336,8 @@ class Engine:
                 "enableInterNodeCommunication": bool(body.get("enableInterNodeCommunication")),
                 "startTask": body.get("startTask"),
                 "taskSlotsPerNode": slots,
-                "taskSchedulingPolicy": body.get("taskSchedulingPolicy") or {"nodeFillType": "spread"},
+                # The default as real Batch writes it (recorded: "Spread", "none"); a given policy is echoed.
+                "taskSchedulingPolicy": body.get("taskSchedulingPolicy") or {"nodeFillType": "Spread", "jobDefaultOrder": "none"},
                 "userAccounts": body.get("userAccounts"),
                 "metadata": body.get("metadata"),
                 "mountConfiguration": body.get("mountConfiguration"),
@@ -331,7 +366,24 @@ class Engine:
                 raise invalid_property(name, value, "Node counts must be non-negative integers.")
         pool["targetDedicatedNodes"], pool["targetLowPriorityNodes"] = dedicated, low_priority
         pool["allocationState"], pool["allocationStateTransitionTime"] = "resizing", now_iso()
-        pool["_allocateAt"] = time.time() + self.config.node_allocation_delay
+        pool.pop("resizeErrors", None)  # they describe the last resize only
+        current = self.nodes.get(pool["id"], {}).values()
+        have_dedicated = sum(1 for n in current if n.get("isDedicated"))
+        have_spot = sum(1 for n in current if not n.get("isDedicated"))
+        delay = 0.0
+        if dedicated > have_dedicated or low_priority > have_spot:
+            delay = max(delay, self._timing("allocation"))
+        if dedicated < have_dedicated or low_priority < have_spot:
+            delay = max(delay, self._timing("removal"))
+        pool["_allocateAt"] = time.time() + delay
+
+    def _timing(self, which: str) -> float:
+        """Seconds a resize step takes: set at run time by a pool_timing fault, else the service option."""
+        value = getattr(self.faults.timing, which)
+        if value is not None:
+            return value
+        return {"allocation": self.config.node_allocation_delay, "removal": self.config.node_removal_delay,
+                "stop": self.config.stop_resize_delay}[which]
 
     def _apply_formula(self, pool: dict, formula: str, interval: str | None) -> None:
         values = autoscale.evaluate(formula)
@@ -379,12 +431,22 @@ class Engine:
             self.wake()
 
     def stop_resize(self, pool_id: str) -> None:
+        """Pool_StopResize: ``stopping``, then ``steady`` at the nodes it has, targets kept, error ResizeStopped.
+
+        ``stop_pool_resize`` in azure/batch/_operations/_operations.py: the pool "stabilizes at the
+        number of Compute Nodes it was at when the stop operation was done ... the Pool allocation state
+        changes first to stopping and then to steady". A steady pool: nothing to stop (no change).
+        """
         with self.lock:
             pool = self._pool(pool_id)
-            pool["allocationState"] = "steady"
+            if pool["allocationState"] != "resizing":
+                return
+            pool["allocationState"], pool["allocationStateTransitionTime"] = "stopping", now_iso()
             pool.pop("_allocateAt", None)
+            pool["_stopAt"] = time.time() + self._timing("stop")
             self._touch(pool)
             self.store.save_pool(pool)
+            self.wake()
 
     def enable_autoscale(self, pool_id: str, body: dict) -> dict:
         with self.lock:
@@ -464,14 +526,35 @@ class Engine:
         pool["currentLowPriorityNodes"] = sum(1 for n in nodes if not n.get("isDedicated"))
 
     def _allocate_nodes(self) -> None:
-        """Bring resizing pools to their targets once the allocation delay has passed."""
+        """Bring resizing pools to their targets once the resize time has passed; settle stopping pools.
+
+        A resize_error fault ends a growing resize short of its targets, steady with ``resizeErrors``
+        (they are "returned only when the pool's allocation state is steady": CloudPool.ResizeErrors).
+        """
         for pool in list(self.pools.values()):
+            if pool["allocationState"] == "stopping" and time.time() >= pool.get("_stopAt", 0):
+                pool.pop("_stopAt", None)
+                pool["resizeErrors"] = [{"code": "ResizeStopped", "message": "The user stopped the resize operation."}]
+                pool["allocationState"], pool["allocationStateTransitionTime"] = "steady", now_iso()
+                self._touch(pool)
+                self.store.save_pool(pool)
+                continue
             if pool["allocationState"] != "resizing" or time.time() < pool.get("_allocateAt", 0):
                 continue
             pool_nodes = self.nodes[pool["id"]]
+            growing = any(
+                target > sum(1 for n in pool_nodes.values() if bool(n.get("isDedicated")) == dedicated)
+                for dedicated, target in ((True, pool["targetDedicatedNodes"]), (False, pool["targetLowPriorityNodes"]))
+            )
+            fault = self.faults.take_resize(pool["id"]) if growing else None
+            room = fault.allocate if fault else None
             for dedicated, target in ((True, pool["targetDedicatedNodes"]), (False, pool["targetLowPriorityNodes"])):
                 current = [n for n in pool_nodes.values() if bool(n.get("isDedicated")) == dedicated]
                 for _ in range(target - len(current)):
+                    if room is not None:
+                        if room == 0:
+                            break
+                        room -= 1
                     self._add_node(pool, dedicated)
                 surplus = len(current) - target
                 if surplus > 0:
@@ -479,6 +562,8 @@ class Engine:
                     for node in victims:
                         self._remove_node(pool["id"], node["id"])
             self._refresh_counts(pool)
+            if fault:
+                pool["resizeErrors"] = [{"code": fault.code, "message": fault.message}]
             pool["allocationState"], pool["allocationStateTransitionTime"] = "steady", now_iso()
             pool.pop("_allocateAt", None)
             self._touch(pool)
@@ -703,7 +788,7 @@ class Engine:
     def create_job(self, body: dict) -> dict:
         with self.lock:
             job_id = _check_id("job", body)
-            if job_id in self.jobs:
+            if self._job_key(job_id):
                 raise exists("Job")
             supported.check_job(body)
             pool_info = body.get("poolInfo") or {}
@@ -739,6 +824,7 @@ class Engine:
             self._touch(job)
             self.jobs[job_id] = job
             self.tasks[job_id] = {}
+            self.task_keys[job_id] = {}
             self.queue[job_id] = {}
             self.counters[job_id] = JobCounters()
             self.store.save_job(job)
@@ -781,10 +867,17 @@ class Engine:
             self._terminate_job(job, reason or "UserTerminate")
 
     def _terminate_job(self, job: dict, reason: str) -> None:
+        """Job_Terminate: running tasks are ended; active tasks stay active and are never scheduled.
+
+        ``terminate_job`` in azure/batch/_operations/_operations.py: "If there are any Tasks in the
+        Job in the active state, they will remain in the active state. Once a Job is terminated, new
+        Tasks cannot be added and any remaining active Tasks will not be scheduled."
+        """
         job["state"], job["stateTransitionTime"] = "terminating", now_iso()
         for task in list(self.tasks[job["id"]].values()):
-            if task["state"] != "completed":
+            if task["state"] in ("running", "preparing"):
                 self._end_task(job["id"], task, "The task was ended because its job was terminated.")
+        self.queue[job["id"]].clear()
         job["previousState"], job["previousStateTransitionTime"] = "active", job["stateTransitionTime"]
         job["state"], job["stateTransitionTime"] = "completed", now_iso()
         job.setdefault("executionInfo", {}).update(endTime=now_iso(), terminateReason=reason)
@@ -799,7 +892,7 @@ class Engine:
                 self._kill_task(job_id, task, "deleted")
             for key in [k for k in self.procs if k[0] == "task" and k[1] == job_id]:
                 self.procs[key].kill_reason = "deleted"
-            del self.jobs[job_id], self.tasks[job_id], self.queue[job_id], self.counters[job_id]
+            del self.jobs[job_id], self.tasks[job_id], self.queue[job_id], self.counters[job_id], self.task_keys[job_id]
             self.store.delete_job(job_id)
 
     def task_counts(self, job_id: str) -> dict:
@@ -883,14 +976,14 @@ class Engine:
         with self.lock:
             job = self._job(job_id)
             self._check_job_open(job)
-            if body.get("id") in self.tasks[job_id]:
+            if str(body.get("id") or "").lower() in self.task_keys[job_id]:
                 raise exists("Task")
             task = self._validate_task(job, body)
             self._insert_tasks(job_id, [task])
             return task
 
     def add_task_collection(self, job_id: str, bodies: list[dict]) -> list[dict]:
-        """Per-task results: success, or clienterror with TaskExists / validation codes."""
+        """Per-task results: Success, or clienterror with TaskExists / validation codes."""
         with self.lock:
             job = self._job(job_id)
             self._check_job_open(job)
@@ -900,15 +993,16 @@ class Engine:
                 try:
                     if not isinstance(body, dict):
                         raise invalid_property("value", body, "Each task must be a JSON object.")
-                    if task_id in self.tasks[job_id] or task_id in seen:
+                    if str(task_id or "").lower() in self.task_keys[job_id] or str(task_id or "").lower() in seen:
                         raise exists("Task")
                     task = self._validate_task(job, body)
                 except BatchServiceError as err:
                     results.append({"status": "clienterror", "taskId": task_id, "error": err.body()})
                     continue
-                seen.add(task_id)
+                seen.add(task_id.lower())
                 added.append(task)
-                results.append({"status": "success", "taskId": task_id, "eTag": task["eTag"],
+                # "Success" as real Batch writes it (recorded: azure-sdk-assets, .NET AddTaskCollection.json)
+                results.append({"status": "Success", "taskId": task_id, "eTag": task["eTag"],
                                 "lastModified": task["lastModified"], "location": task["url"]})
             self._insert_tasks(job_id, added)
             return results
@@ -916,6 +1010,7 @@ class Engine:
     def _insert_tasks(self, job_id: str, tasks: list[dict]) -> None:
         for task in tasks:
             self.tasks[job_id][task["id"]] = task
+            self.task_keys[job_id][task["id"].lower()] = task["id"]
             self.queue[job_id][task["id"]] = None
             self._count(job_id, task, +1)
         if tasks:
@@ -967,6 +1062,7 @@ class Engine:
             self._kill_task(job_id, task, "deleted")
             self._count(job_id, task, -1)
             del self.tasks[job_id][task_id]
+            self.task_keys[job_id].pop(task_id.lower(), None)
             self.queue[job_id].pop(task_id, None)
             self.store.delete_task(job_id, task_id)
 
@@ -1021,11 +1117,11 @@ class Engine:
         jobs = sorted((j for j in self.jobs.values() if j["state"] == "active" and self.queue[j["id"]]),
                       key=lambda j: (-j.get("priority", 0), j["creationTime"]))
         for job in jobs:
-            pool = self.pools.get(autopool.pool_id(job))
+            pool = self.pools.get(self._pool_key(autopool.pool_id(job)) or "")
             if pool is None or pool["state"] != "active":
                 continue
             slots_per_node = pool["taskSlotsPerNode"]
-            pack = (pool.get("taskSchedulingPolicy") or {}).get("nodeFillType") == "pack"
+            pack = str((pool.get("taskSchedulingPolicy") or {}).get("nodeFillType") or "").lower() == "pack"
             max_parallel = job.get("maxParallelTasks", -1)
             running = self.counters[job["id"]].tasks["running"]
             for task_id in list(self.queue[job["id"]]):

@@ -140,6 +140,7 @@ class BatchApp:
                 raise BatchServiceError(413, "RequestBodyTooLarge", "The request body is too large and exceeds the maximum permissible limit.",
                                         {"MaxLimit": str(MAX_BODY_BYTES)})
             query = {k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
+            params = self.engine.canonical_ids(params)  # ids are case-insensitive on Azure
             response = await handler(Call(request, params, query, request_id))
         except _FaultResponse as fault:
             response = self._error(request, fault.status, fault.code, "Injected by /_emulator/faults.", None, request_id, fault.headers)

@@ -4,11 +4,20 @@ The provider's ``AzureBatchHook`` already turns an ``azure_batch`` connection
 (shared key or Entra ID) into a ``BatchClient``; this hook adds what operators
 running thousands of shards need: size-aware bulk adds that are safe to repeat,
 one-call task counts, failed-task details with stderr tails, and an async client
-for triggers.
+for triggers. Both clients retry throttled writes (``batch_retry``).
+
+State changes (resize, stop-resize, delete, terminate) are sent without the SDK's
+``begin_*`` pollers: those start a thread that polls every ``polling_interval``
+seconds and report a failed poll as status "Failed" without raising
+(``azure/batch/_operations/_polling.py``). Callers wait with a trigger or
+``wait_for_pool`` instead, at their own interval, and judge the pool themselves.
 """
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +27,9 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from airflow.providers.microsoft.azure.hooks.batch import AzureBatchHook
+
+from azure_compute.batch_progress import wire_value
+from azure_compute.hooks.batch_retry import AsyncBatchRetryPolicy, BatchRetryPolicy
 
 #: Azure Batch accepts at most 100 tasks and 1 MB per add-collection request.
 MAX_TASKS_PER_REQUEST = 100
@@ -114,6 +126,23 @@ class BatchHook(AzureBatchHook):
     def client(self) -> BatchClient:
         return self.connection
 
+    def get_conn(self) -> BatchClient:
+        """The provider's client, with a retry policy that also retries throttled POSTs."""
+        conn = self.get_connection(self.conn_id)
+        account_url = self._get_field(conn.extra_dejson, "account_url")
+        if not account_url:
+            raise ValueError(f"connection {self.conn_id!r} has no extra 'account_url'")
+        if conn.login and conn.password:
+            credential: Any = AzureNamedKeyCredential(conn.login, conn.password)
+        else:
+            from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
+
+            credential = get_sync_default_azure_credential(
+                managed_identity_client_id=conn.extra_dejson.get("managed_identity_client_id"),
+                workload_identity_tenant_id=conn.extra_dejson.get("workload_identity_tenant_id"),
+            )
+        return BatchClient(endpoint=account_url, credential=credential, retry_policy=BatchRetryPolicy())
+
     # -- pools -------------------------------------------------------------
     def get_pool(self, pool_id: str) -> batch_models.BatchPool | None:
         """The pool, or None when it does not exist (``pool_exists`` raises on a missing pool)."""
@@ -122,30 +151,52 @@ class BatchHook(AzureBatchHook):
         except ResourceNotFoundError:
             return None
 
-    def resize_pool(self, pool_id: str, dedicated: int = 0, low_priority: int = 0) -> None:
-        """Ask for a new node count; an autoscaled pool gets autoscale disabled first."""
+    def request_resize(self, pool_id: str, dedicated: int = 0, low_priority: int = 0) -> str:
+        """Ask for new node targets without waiting; returns what was done.
+
+        ``"resizing"``: the resize was sent. ``"stopping"``: the pool was still resizing, so a
+        stop-resize was sent instead (Azure resizes only a steady pool: Pool_Resize); call again once
+        the pool is steady. ``"missing"``: there is no such pool. An autoscaled pool gets autoscale
+        disabled first.
+        """
         pool = self.get_pool(pool_id)
         if pool is None:
-            return
+            return "missing"
         if pool.enable_auto_scale:
             self.client.disable_pool_auto_scale(pool_id)
-        if pool.allocation_state == batch_models.AllocationState.RESIZING:
-            self.client.begin_stop_pool_resize(pool_id, polling_interval=1).result()
-        self.client.begin_resize_pool(
+        state = wire_value(pool.allocation_state)
+        if state == "resizing":
+            self.client._stop_pool_resize_internal(pool_id)  # noqa: SLF001 - no poller thread (see module doc)
+            return "stopping"
+        if state == "stopping":
+            return "stopping"
+        self.client._resize_pool_internal(  # noqa: SLF001
             pool_id,
-            batch_models.BatchPoolResizeOptions(
-                target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority
-            ),
-            polling_interval=1,
-        ).result()
+            batch_models.BatchPoolResizeOptions(target_dedicated_nodes=dedicated, target_low_priority_nodes=low_priority),
+        )
+        return "resizing"
 
-    def delete_pool(self, pool_id: str) -> bool:
-        """Delete the pool; False when it was already gone."""
+    def request_delete_pool(self, pool_id: str) -> bool:
+        """Ask Azure to delete the pool, without waiting; False when it was already gone."""
         try:
-            self.client.begin_delete_pool(pool_id, polling_interval=1).result()
+            self.client._delete_pool_internal(pool_id)  # noqa: SLF001 - no poller thread (see module doc)
         except ResourceNotFoundError:
             return False
         return True
+
+    def wait_for_pool(self, pool_id: str, settled, poll_interval: float, timeout: float):
+        """GET the pool every ``poll_interval`` s until ``settled(pool or None)`` is true; returns that pool.
+
+        For the few waits done in a worker; long waits belong in a trigger.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pool = self.get_pool(pool_id)
+            if settled(pool):
+                return pool
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"pool {pool_id} did not settle within {timeout:.0f}s")
+            time.sleep(poll_interval)
 
     # -- jobs --------------------------------------------------------------
     def get_job(self, job_id: str) -> batch_models.BatchJob | None:
@@ -157,16 +208,16 @@ class BatchHook(AzureBatchHook):
     def terminate_job(self, job_id: str, reason: str) -> bool:
         """Terminate an active job; False when it is missing or already completed."""
         job = self.get_job(job_id)
-        if job is None or job.state in (batch_models.BatchJobState.COMPLETED, batch_models.BatchJobState.TERMINATING):
+        if job is None or wire_value(job.state) in ("completed", "terminating", "deleting"):
             return False
-        self.client.begin_terminate_job(
-            job_id, options=BatchJobTerminateOptions(termination_reason=reason), polling_interval=1
-        ).result()
+        self.client._terminate_job_internal(  # noqa: SLF001 - no poller thread (see module doc)
+            job_id, options=BatchJobTerminateOptions(termination_reason=reason)
+        )
         return True
 
     def delete_job(self, job_id: str) -> bool:
         try:
-            self.client.begin_delete_job(job_id, polling_interval=1).result()
+            self.client._delete_job_internal(job_id)  # noqa: SLF001 - no poller thread (see module doc)
         except ResourceNotFoundError:
             return False
         return True
@@ -176,7 +227,8 @@ class BatchHook(AzureBatchHook):
         return [
             job.id
             for job in self.client.list_jobs(filter="state eq 'active'", select=["id", "poolInfo"])
-            if job.pool_info and job.pool_info.pool_id == pool_id and job.id != exclude
+            if job.pool_info and (job.pool_info.pool_id or "").lower() == pool_id.lower()
+            and job.id.lower() != (exclude or "").lower()  # ids are case-insensitive
         ]
 
     # -- tasks -------------------------------------------------------------
@@ -200,13 +252,14 @@ class BatchHook(AzureBatchHook):
                 )
                 result.requests += 1
                 for item in response.result_values or []:
-                    status = item.status
+                    # Real Batch writes "Success", which azure-batch 15.1 leaves a plain string.
+                    status = wire_value(item.status)
                     code = item.error.code if item.error else None
-                    if status == batch_models.BatchTaskAddStatus.SUCCESS:
+                    if status == "success":
                         result.added.append(item.task_id)
                     elif code == "TaskExists":
                         result.existing.append(item.task_id)
-                    elif status == batch_models.BatchTaskAddStatus.SERVER_ERROR:
+                    elif status == "servererror":
                         retry.append(by_id[item.task_id])
                     else:
                         message = item.error.message.value if item.error and item.error.message else ""
@@ -233,7 +286,7 @@ class BatchHook(AzureBatchHook):
         failed: list[FailedTask] = []
         for task in self.client.list_tasks(job_id, filter="state eq 'completed'", select=["id", "executionInfo"]):
             info = task.execution_info
-            if info is None or info.result != batch_models.BatchTaskExecutionResult.FAILURE:
+            if info is None or wire_value(info.result) != "failure":
                 continue
             failure = info.failure_info
             failed.append(
@@ -246,6 +299,10 @@ class BatchHook(AzureBatchHook):
                 )
             )
         return failed
+
+    def unfinished_tasks(self, job_id: str) -> list[str]:
+        """Ids of the tasks that are not completed: after a terminate they never ran (or never finished)."""
+        return sorted(task.id for task in self.client.list_tasks(job_id, filter="state ne 'completed'", select=["id"]))
 
     def stderr_tail(self, job_id: str, task_id: str, max_bytes: int = 2000) -> str:
         """The last bytes of a task's stderr.txt, or '' when the node no longer has it."""
@@ -285,8 +342,13 @@ class BatchHook(AzureBatchHook):
         return data[-max_bytes:].decode("utf-8", errors="replace")
 
     # -- async -------------------------------------------------------------
-    async def get_async_client(self):
-        """An ``azure.batch.aio.BatchClient`` for triggers, from the same connection."""
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[Any]:
+        """An ``azure.batch.aio.BatchClient`` for triggers, from the same connection.
+
+        Closing the client does not close an Entra ID credential (it holds its own HTTP session),
+        so both are closed here when the block ends.
+        """
         from azure.batch.aio import BatchClient as AsyncBatchClient
 
         from airflow.providers.common.compat.connection import get_async_connection
@@ -305,4 +367,11 @@ class BatchHook(AzureBatchHook):
                 managed_identity_client_id=extras.get("managed_identity_client_id"),
                 workload_identity_tenant_id=extras.get("workload_identity_tenant_id"),
             )
-        return AsyncBatchClient(endpoint=account_url, credential=credential)
+        client = AsyncBatchClient(endpoint=account_url, credential=credential, retry_policy=AsyncBatchRetryPolicy())
+        try:
+            yield client
+        finally:
+            await client.close()
+            close = getattr(credential, "close", None)
+            if close is not None:
+                await close()

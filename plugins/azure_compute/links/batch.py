@@ -52,9 +52,15 @@ class AzureBatchPoolLink(_PersistedLink):
 
 
 class AzureBatchJobLink(_PersistedLink):
-    name = "Azure Batch job"
+    """The Batch account's page: a job is not an ARM resource, so it has no portal page of its own.
+
+    A pool is (``Microsoft.Batch/batchAccounts/pools``), which is why the pool link can point at it.
+    The job is listed under the account's "Jobs" menu; no documented portal URL opens it directly.
+    """
+
+    name = "Azure Batch account (jobs)"
     key = "azure_batch_job_url"
 
     @staticmethod
     def url(account_page: str, job_id: str) -> str:
-        return f"{account_page}/jobs/{quote(job_id)}" if "/batchAccounts/" in account_page else account_page
+        return account_page

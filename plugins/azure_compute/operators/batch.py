@@ -20,7 +20,8 @@ from airflow.sdk import BaseOperator, conf
 from azure_compute.hooks.batch import BatchHook
 from azure_compute.hooks.blob import READ_PERMISSIONS, WRITE_PERMISSIONS, BlobSasHook
 from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink, batch_account_portal_url
-from azure_compute.triggers.batch import AzureBatchPoolNodesTrigger
+from azure_compute.batch_progress import wire_value
+from azure_compute.triggers.batch import AzureBatchPoolNodesTrigger, AzureBatchPoolSettledTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,6 +42,22 @@ def check_batch_id(kind: str, value: str) -> str:
     if not isinstance(value, str) or not BATCH_ID.match(value):
         raise ValueError(f"{kind} {value!r} is not a valid Azure Batch id (1-64 of A-Z a-z 0-9 _ -)")
     return value
+
+
+def _wait_on(operator: BaseOperator, context: Context, trigger, method_name: str, timeout: float, deferrable: bool):
+    """Wait on ``trigger``: deferred (no worker slot held), or its own loop here in poke mode.
+
+    Either way ``method_name(context, event)`` receives the trigger's event, so both modes decide alike.
+    """
+    if deferrable:
+        operator.defer(trigger=trigger, method_name=method_name, timeout=timedelta(seconds=timeout + 60))
+    import asyncio
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    return getattr(operator, method_name)(context, asyncio.run(first_event()))
 
 
 def _account_page(hook: BatchHook) -> str:
@@ -241,12 +258,37 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             if problems:
                 raise ValueError(f"pool {self.pool_id} exists but cannot be reused: " + "; ".join(problems)
                                  + ". Use another pool_id or delete the pool.")
-            self._scale_up_if_needed(pool)
+            if self._scale_up_if_needed(pool) == "stopping":
+                # Azure resizes only a steady pool (Pool_Resize): wait for the stop, then resize.
+                self.log.info("pool %s is still resizing; stopped that resize, waiting for it to settle", self.pool_id)
+                return self._wait_steady(context)
+        return self._after_scaling(context)
+
+    def _wait_steady(self, context: Context) -> str:
+        trigger = AzureBatchPoolSettledTrigger(
+            pool_id=self.pool_id, want="steady", azure_batch_conn_id=self.azure_batch_conn_id,
+            poll_interval=self.poll_interval, end_time=time.time() + self.node_wait_timeout,
+        )
+        return _wait_on(self, context, trigger, "resume_after_steady", self.node_wait_timeout, self.deferrable)
+
+    def resume_after_steady(self, context: Context, event: dict[str, Any]) -> str:
+        """The reused pool settled: resize it to the wanted targets (it may have vanished meanwhile)."""
+        if event.get("status") != "success":
+            raise RuntimeError(f"pool {self.pool_id}: {event.get('message')}")
+        if event.get("gone"):
+            raise RuntimeError(f"pool {self.pool_id} was deleted while this task waited for it; run the task again")
+        pool = self.hook.get_pool(self.pool_id)
+        if pool is None or self._scale_up_if_needed(pool) == "stopping":
+            raise RuntimeError(f"pool {self.pool_id} kept resizing; try again when it is steady")
+        return self._after_scaling(context)
+
+    def _after_scaling(self, context: Context) -> str:
         if not self.wait_for_nodes:
             return self.pool_id
         return self._wait(context)
 
-    def _scale_up_if_needed(self, pool: batch_models.BatchPool) -> None:
+    def _scale_up_if_needed(self, pool: batch_models.BatchPool) -> str:
+        """Point the reused pool at the wanted size; ``"stopping"`` when it must settle first."""
         if self.auto_scale_formula:
             if not pool.enable_auto_scale or pool.auto_scale_formula != self.auto_scale_formula:
                 self.log.info("pool %s: enabling autoscale formula", self.pool_id)
@@ -257,13 +299,14 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
                         auto_scale_evaluation_interval=self.auto_scale_evaluation_interval,
                     ),
                 )
-            return
+            return "autoscale"
         wanted = (int(self.target_dedicated_nodes), int(self.target_low_priority_nodes))
-        if pool.enable_auto_scale or (pool.target_dedicated_nodes or 0, pool.target_low_priority_nodes or 0) != wanted:
+        settling = wire_value(pool.allocation_state) != "steady"
+        if settling or pool.enable_auto_scale or (pool.target_dedicated_nodes or 0, pool.target_low_priority_nodes or 0) != wanted:
             self.log.info("pool %s exists; resizing to dedicated=%d spot=%d", self.pool_id, *wanted)
-            self.hook.resize_pool(self.pool_id, *wanted)
-        else:
-            self.log.info("pool %s exists and is compatible; reusing it", self.pool_id)
+            return self.hook.request_resize(self.pool_id, *wanted)
+        self.log.info("pool %s exists and is compatible; reusing it", self.pool_id)
+        return "reused"
 
     def _wait(self, context: Context) -> str:
         trigger = AzureBatchPoolNodesTrigger(
@@ -271,17 +314,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poll_interval,
             end_time=time.time() + self.node_wait_timeout,
         )
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete",
-                       timeout=timedelta(seconds=self.node_wait_timeout + 60))
-        # Poke mode: run the trigger's own loop here, so both modes decide alike.
-        import asyncio
-
-        async def first_event():
-            async for event in trigger.run():
-                return event.payload
-
-        return self.execute_complete(context, asyncio.run(first_event()))
+        return _wait_on(self, context, trigger, "execute_complete", self.node_wait_timeout, self.deferrable)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         if event.get("status") != "success":
@@ -436,7 +469,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
         if not specs:
             self.log.info("no tasks to add to job %s", self.job_id)
             return {"job_id": self.job_id, "task_count": 0, "added": 0, "existing": 0}
-        if job.state != batch_models.BatchJobState.ACTIVE:
+        if wire_value(job.state) != "active":
             total = hook.task_counts(self.job_id)
             have = total.active + total.running + total.completed
             if have >= len(specs):
@@ -540,11 +573,17 @@ class AzureBatchTeardownOperator(BaseOperator):
     Use it as an Airflow teardown task (``.as_teardown(setups=...)``) so it runs
     whatever happened upstream. Every step tolerates what is already gone. A pool
     that another active job still uses (a concurrent run sharing it) is left alone.
+    The task succeeds only once a GET of the pool confirms the end state (gone, or
+    steady at zero nodes); it waits at ``poll_interval`` in the triggerer when
+    deferrable, since a GPU pool takes minutes to drain.
 
     :param pool_id: The pool (templated).
     :param job_id: The job, if one was created (templated; may be None).
     :param job_action: ``terminate`` (keep history), ``delete``, or ``keep``.
     :param pool_action: ``resize_to_zero`` (keep the pool definition), ``delete``, or ``keep``.
+    :param poll_interval: Seconds between GETs of the pool while waiting.
+    :param timeout: Seconds to wait for the pool's end state before failing.
+    :param deferrable: Wait in the triggerer, holding no worker slot.
     :param azure_batch_conn_id: The ``azure_batch`` connection.
     """
 
@@ -558,6 +597,9 @@ class AzureBatchTeardownOperator(BaseOperator):
         job_id: str | None = None,
         job_action: str = "terminate",
         pool_action: str = "resize_to_zero",
+        poll_interval: float = 30,
+        timeout: float = 30 * 60,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         azure_batch_conn_id: str = "azure_batch_default",
         **kwargs: Any,
     ) -> None:
@@ -570,6 +612,9 @@ class AzureBatchTeardownOperator(BaseOperator):
         self.job_id = job_id
         self.job_action = job_action
         self.pool_action = pool_action
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
         self.azure_batch_conn_id = azure_batch_conn_id
 
     def execute(self, context: Context) -> None:
@@ -588,7 +633,44 @@ class AzureBatchTeardownOperator(BaseOperator):
                              self.pool_id, ", ".join(others[:10]))
             return
         if self.pool_action == "resize_to_zero":
-            hook.resize_pool(self.pool_id, 0, 0)
-            self.log.info("pool %s resized to zero nodes", self.pool_id)
-        elif hook.delete_pool(self.pool_id):
-            self.log.info("deleted pool %s", self.pool_id)
+            return self._shrink(context, hook)
+        if not hook.request_delete_pool(self.pool_id):
+            self.log.info("pool %s was already gone", self.pool_id)
+            return None
+        self.log.info("deleting pool %s", self.pool_id)
+        return self._wait_pool(context, "gone", "pool_settled")
+
+    def _shrink(self, context: Context, hook: BatchHook) -> None:
+        action = hook.request_resize(self.pool_id, 0, 0)
+        if action == "missing":
+            self.log.info("pool %s was already gone", self.pool_id)
+            return None
+        if action == "stopping":  # Azure resizes only a steady pool: stop what runs, then shrink
+            self.log.info("pool %s was resizing; stopping that first", self.pool_id)
+            return self._wait_pool(context, "steady", "shrink_when_steady")
+        self.log.info("resizing pool %s to zero nodes", self.pool_id)
+        return self._wait_pool(context, "zero", "pool_settled")
+
+    def _wait_pool(self, context: Context, want: str, method_name: str) -> None:
+        trigger = AzureBatchPoolSettledTrigger(
+            pool_id=self.pool_id, want=want, azure_batch_conn_id=self.azure_batch_conn_id,
+            poll_interval=self.poll_interval, end_time=time.time() + self.timeout,
+        )
+        return _wait_on(self, context, trigger, method_name, self.timeout, self.deferrable)
+
+    def shrink_when_steady(self, context: Context, event: dict[str, Any]) -> None:
+        self._check(event)
+        if event.get("gone"):
+            self.log.info("pool %s is gone", self.pool_id)
+            return None
+        return self._shrink(context, BatchHook(azure_batch_conn_id=self.azure_batch_conn_id))
+
+    def pool_settled(self, context: Context, event: dict[str, Any]) -> None:
+        """The pool's end state, as a GET of it showed: gone, or steady at zero nodes."""
+        self._check(event)
+        self.log.info("pool %s: %s", self.pool_id, event.get("message"))
+        return None
+
+    def _check(self, event: dict[str, Any]) -> None:
+        if event.get("status") != "success":
+            raise RuntimeError(f"teardown of pool {self.pool_id} not confirmed, it may still bill: {event.get('message')}")

@@ -1,10 +1,13 @@
 """Wait for every task of an Azure Batch job, deferrable by default.
 
 Checks once before deferring (a finished job needs no trigger), then waits in
-the triggerer with one task-counts request per poll. When the job is done, the
-error threshold decides: within it, the failed task ids go to XCom so the merge
-can write ``error`` rows for their images; beyond it, the task fails with each
-failed task's id, exit code and stderr tail in the log.
+the triggerer with one task-counts request per poll (and a GET of the job while
+tasks remain). The job is done when every task completed or when the job itself
+completed: a terminated job (by hand, ``on_kill``, or its ``maxWallClockTime``)
+leaves its unstarted tasks ``active`` for ever, and those count as failed. Then
+the error threshold decides: within it, the failed and never-completed task ids
+go to XCom so the merge can write ``error`` rows for their images; beyond it, the
+task fails naming them (failed ones with exit code and stderr tail in the log).
 """
 from __future__ import annotations
 
@@ -106,8 +109,12 @@ class AzureBatchJobSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        progress = JobProgress.from_counts(self.hook.task_counts(self.job_id))
         expected = self._expected()
+        counts = self.hook.task_counts(self.job_id)
+        progress = JobProgress.from_counts(counts)
+        if not progress.counts_done(expected):
+            job = self.hook.client.get_job(self.job_id, select=["id", "state", "executionInfo"])
+            progress = JobProgress.from_counts(counts, job)
         if self._done_at_start is None:
             self._done_at_start = progress.completed  # the rate counts only what finishes while we watch
         self.log.info("job %s: %s", self.job_id,
@@ -123,24 +130,51 @@ class AzureBatchJobSensor(BaseSensorOperator):
         return self._judge(JobProgress.from_counts(event["counts"]))
 
     def _judge(self, progress: JobProgress) -> dict[str, Any]:
-        """Apply the error threshold; name every failed task when it is exceeded."""
+        """Apply the error threshold to failed and never-completed tasks; name them when it is exceeded."""
+        expected = self._expected()
+        if progress.job_completed and not progress.counts_done(expected):
+            # The job ended early: read the final counts (tasks that were running are completed now).
+            fresh = JobProgress.from_counts(self.hook.task_counts(self.job_id))
+            progress = JobProgress(fresh.active, fresh.running, fresh.succeeded, fresh.failed,
+                                   job_completed=True, terminate_reason=progress.terminate_reason)
+        missing = max(0, expected - progress.total)
+        if missing:
+            raise AzureBatchJobFailedError(
+                f"job {self.job_id} completed ({progress.terminate_reason}) holding {progress.total} of its "
+                f"{expected} tasks; {missing} were never added")
         failed_tasks = self.hook.failed_tasks(self.job_id) if progress.failed else []
         for failed in failed_tasks:
             self.log.warning("%s", failed.describe())
+        unfinished = self.hook.unfinished_tasks(self.job_id) if progress.unfinished else []
+        why = f"did not complete: job {self.job_id} ended ({progress.terminate_reason or 'no reason given'}) first"
+        if unfinished:
+            self.log.warning("job %s completed (%s) before %d task(s) ran to the end: %s", self.job_id,
+                             progress.terminate_reason, len(unfinished), ", ".join(unfinished[:50]))
         result = {
             "job_id": self.job_id,
             "counts": progress.as_dict(),
-            "failed_tasks": {f.task_id: f"exit code {f.exit_code}: {(f.stderr_tail or f.failure_message or '').strip()[-500:]}"
-                             for f in failed_tasks},
+            "failed_tasks": {
+                **{f.task_id: f"exit code {f.exit_code}: {(f.stderr_tail or f.failure_message or '').strip()[-500:]}"
+                   for f in failed_tasks},
+                **{task_id: why for task_id in unfinished},
+            },
+            "unfinished_tasks": unfinished,
         }
+        bad = progress.failed + len(unfinished)
         threshold = ErrorThreshold(str(self.error_threshold))
-        if threshold.exceeded(progress.failed, progress.total):
-            summary = "; ".join(f"{f.task_id} (exit code {f.exit_code})" for f in failed_tasks[:20])
+        if threshold.exceeded(bad, progress.total):
+            summary = "; ".join([f"{f.task_id} (exit code {f.exit_code})" for f in failed_tasks[:20]]
+                                + [f"{task_id} (never completed)" for task_id in unfinished[:20]])
+            counted = (f"{progress.failed} failed and {len(unfinished)} never completed (the job ended: "
+                       f"{progress.terminate_reason}) of {progress.total} tasks" if unfinished
+                       else f"{progress.failed} of {progress.total} tasks failed")
             raise AzureBatchJobFailedError(
-                f"job {self.job_id}: {progress.failed} of {progress.total} tasks failed, more than the "
-                f"error threshold {self.error_threshold!r} allows: {summary}"
+                f"job {self.job_id}: {counted}, more than the error threshold {self.error_threshold!r} allows: {summary}"
             )
-        if progress.failed:
+        if unfinished:
+            self.log.warning("job %s: %d failed and %d never-completed task(s) within the error threshold %r",
+                             self.job_id, progress.failed, len(unfinished), self.error_threshold)
+        elif bad:
             self.log.warning("job %s: %d failed task(s) within the error threshold %r",
                              self.job_id, progress.failed, self.error_threshold)
         return result

@@ -1,7 +1,7 @@
 """Triggers that wait on Azure Batch in the triggerer, holding no worker slot.
 
-Each poll is one cheap request: the job's task counts, or the pool plus its
-node states. Decisions come from ``azure_compute.batch_progress`` so that poke
+Each poll is one or two cheap requests: the job's task counts (and its state
+while tasks remain), the pool plus its node states, or the pool alone. Decisions come from ``azure_compute.batch_progress`` so that poke
 mode and deferred mode behave the same.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from azure_compute.batch_progress import JobProgress, PoolReadiness
+from azure_compute.batch_progress import JobProgress, PoolReadiness, wire_value
 from azure_compute.hooks.batch import BatchHook
 
 _TRANSIENT_ERRORS_TOLERATED = 5
@@ -43,9 +43,8 @@ class _BatchPollingTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-        client = await hook.get_async_client()
         transient_errors = 0
-        try:
+        async with hook.async_client() as client:
             while True:
                 try:
                     event = await self.poll(client)
@@ -67,8 +66,6 @@ class _BatchPollingTrigger(BaseTrigger):
                     yield self.timeout_event()
                     return
                 await asyncio.sleep(self.poll_interval)
-        finally:
-            await client.close()
 
 
 def _is_final(err: BaseException) -> bool:
@@ -88,11 +85,13 @@ def _first_line(err: BaseException) -> str:
 
 
 class AzureBatchJobTrigger(_BatchPollingTrigger):
-    """Wait until every task of a Batch job has completed.
+    """Wait until every task of a Batch job has completed, or the job itself has.
 
-    One ``get_job_task_counts`` request per poll, never a task listing. Emits
-    ``{"status": "done", "counts": ...}`` when all ``expected_tasks`` completed
-    (the operator applies the error threshold), ``timeout`` at ``end_time``, or
+    One ``get_job_task_counts`` request per poll, plus a GET of the job's state while
+    tasks remain (a terminated job leaves unstarted tasks active for ever); never a
+    task listing. Emits ``{"status": "done", "counts": ...}`` when all
+    ``expected_tasks`` completed or the job completed (the operator applies the
+    error threshold and names what never ran), ``timeout`` at ``end_time``, or
     ``error`` when the job vanished or credentials were refused.
     """
 
@@ -128,6 +127,9 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
     async def poll(self, client) -> TriggerEvent | None:
         result = await client.get_job_task_counts(self.job_id)
         progress = JobProgress.from_counts(result.task_counts)
+        if not progress.counts_done(self.expected_tasks):
+            job = await client.get_job(self.job_id, select=["id", "state", "executionInfo"])
+            progress = JobProgress.from_counts(result.task_counts, job)
         if self.done_at_start is None:
             self.done_at_start = progress.completed
         if progress != self._last:
@@ -183,3 +185,64 @@ class AzureBatchPoolNodesTrigger(_BatchPollingTrigger):
         state = self._last.describe() if self._last else "no answer yet"
         return TriggerEvent({"status": "timeout", "pool_id": self.pool_id,
                              "message": f"pool {self.pool_id} not ready before the timeout: {state}"})
+
+
+class AzureBatchPoolSettledTrigger(_BatchPollingTrigger):
+    """Wait until a pool is gone (``want="gone"``), steady (``"steady"``) or steady at zero nodes (``"zero"``).
+
+    One GET of the pool per poll: the end state is confirmed by what Azure answers, not by an
+    SDK poller's status. Emits ``success`` with the pool's counts and any resize errors,
+    ``timeout`` at ``end_time``.
+    """
+
+    WANTS = ("gone", "steady", "zero")
+
+    def __init__(self, pool_id: str, want: str, azure_batch_conn_id: str, poll_interval: float, end_time: float) -> None:
+        super().__init__(azure_batch_conn_id, poll_interval, end_time)
+        if want not in self.WANTS:
+            raise ValueError(f"want {want!r} must be one of {self.WANTS}")
+        self.pool_id = pool_id
+        self.want = want
+        self._last = "no answer yet"
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {**self._kwargs(), "pool_id": self.pool_id, "want": self.want},
+        )
+
+    async def poll(self, client) -> TriggerEvent | None:
+        try:
+            pool = await client.get_pool(self.pool_id)
+        except ResourceNotFoundError:
+            return TriggerEvent({"status": "success", "pool_id": self.pool_id, "gone": True, "message": "pool is gone"})
+        verdict = pool_settled(pool, self.want)
+        if verdict is None:
+            self._last = describe_pool(pool)
+            self.log.info("pool %s: %s", self.pool_id, self._last)
+            return None
+        return TriggerEvent({"status": "success", "pool_id": self.pool_id, "gone": False, "message": verdict})
+
+    def timeout_event(self) -> TriggerEvent:
+        return TriggerEvent({"status": "timeout", "pool_id": self.pool_id,
+                             "message": f"pool {self.pool_id} did not become {self.want} before the timeout: {self._last}"})
+
+
+def describe_pool(pool) -> str:
+    """State, allocation state, node counts and resize errors of a pool, in one line."""
+    text = (f"state {wire_value(pool.state)}, allocation {wire_value(pool.allocation_state)}, "
+            f"{pool.current_dedicated_nodes or 0} dedicated + {pool.current_low_priority_nodes or 0} spot nodes")
+    errors = [f"{e.code}: {e.message}" for e in (pool.resize_errors or [])]
+    return text + ("; resize errors: " + "; ".join(errors) if errors else "")
+
+
+def pool_settled(pool, want: str) -> str | None:
+    """A description when ``pool`` (None: gone) is where ``want`` says, else None."""
+    if pool is None:
+        return "pool is gone"
+    steady = wire_value(pool.allocation_state) == "steady" and wire_value(pool.state) != "deleting"
+    if want == "steady" and steady:
+        return describe_pool(pool)
+    if want == "zero" and steady and not (pool.current_dedicated_nodes or 0) and not (pool.current_low_priority_nodes or 0):
+        return describe_pool(pool)
+    return None
