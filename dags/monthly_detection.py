@@ -272,17 +272,25 @@ with DAG(
         return compute, shards
 
     def _aml_job_times(ti) -> dict | None:
-        """Start and end of the Azure ML job from its record (None when the record has no times)."""
+        """Start and end of the Azure ML job from its run-history record (None when there is none).
+
+        The jobs API (``MLClient.jobs.get``) carries no run times; Azure ML's run history does
+        (``Run.start_time_utc``/``end_time_utc``, azure/ai/ml/_restclient/runhistory/models), and
+        the SDK reads it through ``MLClient.jobs._runs_operations.get_run`` (a private attribute).
+        """
         from azure_compute.hooks.aml import AzureMLHook
 
         name = ti.xcom_pull(task_ids="submit")
         if not name:
             return None
-        job = AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).get_job(name)
-        props = dict(getattr(job, "properties", None) or {})
-        start, end = props.get("StartTimeUtc"), props.get("EndTimeUtc")
+        try:
+            run = AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).client.jobs._runs_operations.get_run(name)
+        except Exception as err:  # no run history here: node time stays unknown, and the summary says so
+            print(f"no run-history record for Azure ML job {name}: {type(err).__name__}: {str(err)[:200]}")
+            return None
+        start, end = getattr(run, "start_time_utc", None), getattr(run, "end_time_utc", None)
         if start and end:
-            return {"start_time": start, "end_time": end}
+            return {"start_time": start.isoformat(), "end_time": end.isoformat()}
         return None
 
     validated = validate()

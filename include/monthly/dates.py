@@ -39,7 +39,11 @@ def image_days(input_container: ContainerClient, month: Month) -> tuple[dict[str
     """Blob name -> ISO day for every blob of the month, and how the days were found."""
     days: dict[str, str] = {}
     from_path = 0
+    from include.monthly.staging import skip_reason
+
     for blob in input_container.list_blobs(name_starts_with=month.prefix):
+        if skip_reason(blob.name) is not None:
+            continue
         day = date_in_path(blob.name, month)
         if day is not None:
             from_path += 1

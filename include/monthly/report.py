@@ -88,6 +88,7 @@ def _bar(labels: list[str], values: list[float], title: str, xlabel: str, horizo
         if second is not None:
             ax.bar([p + width / 2 for p in positions], second, width, color="#e39b2d", label=second_label)
             ax.legend()
+        ax.set_ylabel(xlabel if second is None else "")
         ax.set_xticks(list(positions), labels, rotation=60 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
@@ -125,7 +126,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
 
@@ -171,7 +172,7 @@ def render_report(summary: dict[str, Any], predictions_csv: Path) -> str:
         ("outcome", summary.get("outcome")), ("images", summary.get("images")),
         ("detections", sum(figures.detections_per_class.values())), ("error images", status_counts.get("error", 0)),
         ("shards", summary.get("shards")), ("node time", _duration(compute.get("node_time_seconds", summary.get("node_time_seconds")))),
-        ("cost", cost_text if cost is None else f"{cost:.2f} {currency}"), ("wall time", _duration(summary.get("wall_time_seconds"))),
+        ("cost", cost_text if cost is None else f"{cost:.2f} {currency}" if cost >= 1 else f"{cost:.4f} {currency}"), ("wall time", _duration(summary.get("wall_time_seconds"))),
     ]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",

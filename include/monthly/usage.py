@@ -120,19 +120,25 @@ def aml_usage(
 ) -> dict[str, Any]:
     """Node time of an Azure ML parallel job: its instances times the job's run time (start to end).
 
-    ``job`` holds ``start_time``/``end_time`` (ISO-8601) as the job's record gives
-    them. The cluster may hold nodes a little longer (idle time before scale-down).
+    ``job`` holds ``start_time``/``end_time`` (ISO-8601) from the job's run-history
+    record. An upper bound rather than a measure: instances may join after the start,
+    and the cluster holds nodes a little longer (idle time before scale-down).
     """
     start, end = _parse((job or {}).get("start_time")), _parse((job or {}).get("end_time"))
     seconds = max(0.0, (end - start).total_seconds()) * instance_count if start and end else 0.0
     priority = SPOT if tier == "low_priority" else DEDICATED
     node_seconds = {SPOT: 0.0, DEDICATED: 0.0}
     node_seconds[priority] = seconds
-    return {
+    usage = {
         "backend": "aml", "vm_size": vm_size, "instance_count": instance_count,
-        "basis": "job run time x instances (Azure ML job record)" if seconds else "no job times recorded",
+        "basis": ("job run time x instances (Azure ML run history)" if seconds
+                  else "unknown: no run times in Azure ML's run history for this job"),
         "nodes": [], **cost(node_seconds, vm_size=vm_size, prices=prices, currency=currency),
     }
+    if not seconds:  # unknown is not free
+        usage["cost"] = None
+        usage["cost_missing_prices"] = ["Azure ML node time (no run times recorded)"]
+    return usage
 
 
 def cost(node_seconds: dict[str, float], *, vm_size: str, prices: dict[str, dict[str, float]],
