@@ -89,7 +89,7 @@ def _bar(labels: list[str], values: list[float], title: str, xlabel: str, horizo
             ax.bar([p + width / 2 for p in positions], second, width, color="#e39b2d", label=second_label)
             ax.legend()
         ax.set_ylabel(xlabel if second is None else "")
-        ax.set_xticks(list(positions), labels, rotation=60 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+        ax.set_xticks(list(positions), labels, rotation=60 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
     return _svg(fig)
