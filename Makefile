@@ -12,8 +12,12 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.local/yolo-config
 export YOLO_WEIGHTS ?= $(SHARED)/models/yolov8n.pt
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The UI test drives Debian's chromium through Playwright: never download a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
-.PHONY: venv node runtime test demo up down backfill local-up local-down clean conformance
+.PHONY: venv node browser runtime test demo report up down backfill local-up local-down clean conformance
 
 venv: $(VENV)/.installed
 node: node_modules/.installed
@@ -34,7 +38,17 @@ node_modules/.installed: package.json package-lock.json
 .local/registry/images/yolo-scoring-1/digest: $(VENV)/.installed include/scoring/requirements.txt include/scoring/node_setup.sh include/scoring/score.py
 	$(PY) -m include.local_azure.scoring_image
 
-test: venv node runtime
+# Headless Chromium for tests/ui: Debian's package, installed with apt when missing (needs root).
+browser:
+	@test -x "$(CHROMIUM)" || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the UI test (apt-get)"; \
+	    apt-get install -y -qq chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  else \
+	    echo "the UI test needs Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	  fi; }
+
+test: venv node runtime browser
 	$(PY) -m pytest
 
 # The product on the local stack: seed a month into Azurite, run the monthly DAG
@@ -45,6 +59,10 @@ demo: venv node runtime
 	$(PY) -m include.local_azure.stack up
 	scripts/local-env $(PY) -m include.demo.seed --months $(MONTH) --images 40
 	scripts/local-env $(PY) -m include.demo.run_month --month $(MONTH) --backend $(BACKEND)
+
+# A published month's report.html (with its CSV, Parquet and summary) under demo-output/YYYYMM/.
+report: venv
+	scripts/local-env $(PY) -m include.monthly.report --month $(MONTH) --output demo-output
 
 # The local stack plus `airflow standalone` (UI, scheduler, triggerer) with the DAG loaded.
 up: venv node runtime

@@ -25,8 +25,9 @@ from azure_compute.operators.batch import (
     AzureBatchEnsurePoolOperator,
     AzureBatchTeardownOperator,
 )
+from azure_compute.links.blob import MonthlyReportLink
 from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
-from include.monthly.config import DagConfig
+from include.monthly.config import VM_PRICES_SOURCE, DagConfig
 from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
 from include.monthly.runtime import start_task as pool_start_task
 from include.scoring.aml_environment import scoring_environment
@@ -84,8 +85,11 @@ with DAG(
         "retry_exponential_backoff": True,
     },
     params={
-        "month": Param("", type="string", pattern=r"^(\d{4}-(0[1-9]|1[0-2]))?$",
-                       description="Month to process, YYYY-MM. Empty: the month before the run's date."),
+        # Optional (null or a string): the UI's Trigger form submits an empty field as null, so the
+        # default is triggerable; a string must still be YYYY-MM (the form names the param otherwise).
+        "month": Param(None, type=["null", "string"], pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+                       title="month",
+                       description="Month to process, YYYY-MM. Empty: the run's data interval (the month before the run's date)."),
         "backend": Param("batch", enum=list(BACKENDS), description="Where to score: Azure Batch or Azure ML."),
         "shard_size": Param(CONFIG.shard_size, type="integer", minimum=1, description="Images per Batch task."),
         "dedicated_nodes": Param(CONFIG.dedicated_nodes, type="integer", minimum=0),
@@ -199,9 +203,25 @@ with DAG(
         print(f"merged {report.images} images, {report.rows} rows, statuses {report.status_counts}")
         return report.to_dict()
 
-    @task(outlets=[PREDICTIONS])
+    @task
+    def record_nodes() -> dict | None:
+        """Read the pool's node records (spot or dedicated, allocation time) before teardown deletes the pool."""
+        from azure_compute.hooks.batch import BatchHook
+        from include.monthly.usage import batch_node_records
+
+        plan = _plan(get_current_context()["ti"])
+        try:
+            records = batch_node_records(BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client, plan.pool_id)
+        except Exception as err:  # the cost then falls back to task time, and the summary says so
+            print(f"could not read the nodes of pool {plan.pool_id}: {err}")
+            return None
+        print(f"pool {plan.pool_id}: {len(records['nodes'])} node(s) recorded")
+        return records
+
+    @task(outlets=[PREDICTIONS], trigger_rule="none_failed_min_one_success")
     def publish(staged: dict, merged: dict) -> dict:
-        """Publish predictions.csv atomically, then summary.json beside it."""
+        """Publish predictions.csv and .parquet atomically, then report.html and summary.json beside them."""
+        from include.monthly.dates import image_days, per_day
         from include.monthly.merge import MergeReport
         from include.monthly.publish import publish as publish_month
         from include.monthly.staging import StageResult
@@ -212,32 +232,75 @@ with DAG(
         service = _blob_service()
         work = service.get_container_client(CONFIG.work_container)
         plan = _plan(ctx["ti"])
-        # Node time comes from Batch's task records; Azure ML bills per cluster node (see its studio page).
-        node_time = _node_time_seconds(plan.job_id) if stage_result.image_count and plan.backend == "batch" else 0.0
-        summary = build_summary(
-            stage_result, MergeReport(**merged), run_id=ctx["run_id"],
-            node_time_seconds=node_time, wall_time_seconds=time.time() - staged["started_at"],
-        )
+        compute, shard_records = _compute_usage(ctx["ti"], plan, stage_result)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "predictions.csv"
             with open(local, "wb") as fh:
                 work.get_blob_client(stage_result.paths.merged_predictions).download_blob().readinto(fh)
+            days, day_basis = image_days(service.get_container_client(CONFIG.input_container), stage_result.month)
+            summary = build_summary(
+                stage_result, MergeReport(**merged), run_id=ctx["run_id"],
+                node_time_seconds=compute["node_time_seconds"], wall_time_seconds=time.time() - staged["started_at"],
+                compute=compute, shard_records=shard_records, per_day=per_day(local, days), day_basis=day_basis,
+            )
             written = publish_month(service.get_container_client(CONFIG.output_container),
                                     stage_result.month, local, summary)
-        ctx["outlet_events"][PREDICTIONS].extra = {"month": summary["month"], "images": summary["images"]}
-        print(json.dumps({k: written[k] for k in ("month", "outcome", "images", "detections", "errors")}))
+        report_url = written["report"]["url"]
+        MonthlyReportLink.persist(ctx, report_url)
+        ctx["outlet_events"][PREDICTIONS].extra = {
+            "month": summary["month"], "images": summary["images"],
+            "report": f"wasb://{CONFIG.output_container}/{written['report']['blob']}", "report_url": report_url,
+            "parquet": f"wasb://{CONFIG.output_container}/{written['predictions_parquet']['blob']}",
+        }
+        print(f"report: {report_url}")
+        print(json.dumps({k: written[k] for k in ("month", "outcome", "images", "detections", "errors")}
+                         | {"cost": compute["cost"], "currency": compute["currency"]}))
         return written
 
-    def _node_time_seconds(job_id: str) -> float:
-        from azure_compute.hooks.batch import BatchHook
+    def _compute_usage(ti, plan: RunPlan, stage_result) -> tuple[dict, list[dict]]:
+        """The month's node time and cost (see include.monthly.usage), and the Batch shard records."""
+        from include.monthly.usage import aml_usage, batch_shard_records, batch_usage, cost
 
-        total = 0.0
-        client = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client
-        for t in client.list_tasks(job_id, select=["id", "executionInfo"]):
-            info = t.execution_info
-            if info and info.start_time and info.end_time:
-                total += (info.end_time - info.start_time).total_seconds()
-        return total
+        prices, currency = CONFIG.price_table(), CONFIG.price_currency
+        source = ("MONTHLY_DETECTION_VM_PRICES over the defaults: " if CONFIG.vm_prices else "") + VM_PRICES_SOURCE
+        shards: list[dict] = []
+        if not stage_result.image_count:
+            compute = {"backend": plan.backend, "vm_size": CONFIG.vm_size, "basis": "no compute started", "nodes": [],
+                       **cost({"spot": 0.0, "dedicated": 0.0}, vm_size=CONFIG.vm_size, prices=prices, currency=currency)}
+        elif plan.backend == "batch":
+            from azure_compute.hooks.batch import BatchHook
+
+            client = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client
+            shards = batch_shard_records(client, plan.job_id, {s.id: s.image_count for s in stage_result.shards})
+            compute = batch_usage(ti.xcom_pull(task_ids="record_nodes"), shards, vm_size=CONFIG.vm_size, prices=prices,
+                                  currency=currency, default_priority="spot" if plan.spot_nodes else "dedicated")
+        else:
+            compute = aml_usage(_aml_job_times(ti), vm_size=CONFIG.vm_size, tier=plan.aml_tier,
+                                instance_count=plan.node_count, prices=prices, currency=currency)
+        compute["price_source"] = source
+        return compute, shards
+
+    def _aml_job_times(ti) -> dict | None:
+        """Start and end of the Azure ML job from its run-history record (None when there is none).
+
+        The jobs API (``MLClient.jobs.get``) carries no run times; Azure ML's run history does
+        (``Run.start_time_utc``/``end_time_utc``, azure/ai/ml/_restclient/runhistory/models), and
+        the SDK reads it through ``MLClient.jobs._runs_operations.get_run`` (a private attribute).
+        """
+        from azure_compute.hooks.aml import AzureMLHook
+
+        name = ti.xcom_pull(task_ids="submit")
+        if not name:
+            return None
+        try:
+            run = AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).client.jobs._runs_operations.get_run(name)
+        except Exception as err:  # no run history here: node time stays unknown, and the summary says so
+            print(f"no run-history record for Azure ML job {name}: {type(err).__name__}: {str(err)[:200]}")
+            return None
+        start, end = getattr(run, "start_time_utc", None), getattr(run, "end_time_utc", None)
+        if start and end:
+            return {"start_time": start.isoformat(), "end_time": end.isoformat()}
+        return None
 
     validated = validate()
     staged = stage()
@@ -340,6 +403,8 @@ with DAG(
     aml_rows = shard_aml_output(staged)
     merged = merge(staged)
     published = publish(staged, merged)
+    published.operator.operator_extra_links = (MonthlyReportLink(),)  # the report's button on the publish task
+    nodes = record_nodes()
     teardown = AzureBatchTeardownOperator(
         task_id="teardown",
         pool_id=plan_value("pool_id"),
@@ -355,3 +420,4 @@ with DAG(
     ensure_pool >> nodes_ready >> create_job >> add_tasks >> wait >> merged >> published
     ensure_pool >> teardown.as_teardown(setups=ensure_pool)
     wait >> teardown
+    wait >> nodes >> [teardown, published]

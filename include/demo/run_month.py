@@ -81,13 +81,23 @@ def describe(dest: Path, summary: dict) -> str:
         f"  detections         {sum(per_class.values())}: " + ", ".join(f"{n} {c}" for c, n in per_class.most_common(6)),
         f"  error rows         {summary['errors']}",
         f"  shards             {summary['shards']}, node time {summary['node_time_seconds']:.0f}s, wall {summary['wall_time_seconds']:.0f}s",
+        f"  compute cost       {_cost(summary)}",
         f"  predictions.csv    {dest / 'predictions.csv'}",
         f"  summary.json       {dest / 'summary.json'}",
+        f"  predictions.parquet {dest / 'predictions.parquet'}",
+        f"  report.html        {dest / 'report.html'}",
         "  in Blob storage    predictions/" + summary["month"].replace("-", "") + "/predictions.csv",
     ]
     if len(images) != summary["images"]:
         lines.append(f"  MISMATCH: {len(images)} images in the CSV, {summary['images']} staged")
     return "\n".join(lines)
+
+
+def _cost(summary: dict) -> str:
+    compute = summary.get("compute") or {}
+    if compute.get("cost") is None:
+        return "unknown (no price for " + ", ".join(compute.get("cost_missing_prices") or ["this backend"]) + ")"
+    return f"{compute['cost']:.4f} {compute.get('currency', '')} ({compute.get('vm_size')}, prices in include/monthly/config.py)"
 
 
 def main(argv: list[str] | None = None) -> int:

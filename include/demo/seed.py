@@ -11,6 +11,7 @@ deterministic per-month recipe so every month differs.
 from __future__ import annotations
 
 import argparse
+import calendar
 import io
 import os
 import random
@@ -28,8 +29,14 @@ def _assets() -> list[Image.Image]:
 
 
 def month_images(month: Month, count: int) -> list[tuple[str, bytes]]:
-    """``count`` image blobs (name, bytes) for a month, plus one corrupt image and one text file."""
+    """``count`` image blobs (name, bytes) for a month, plus one corrupt image and one text file.
+
+    Each image sits in a folder named by its capture day (``camera-1/2024-01-17/``), as
+    camera uploads often do, so the report can count images per day.
+    """
     rng = random.Random(month.key)
+    day_rng = random.Random(month.key + "/days")  # its own stream: the images stay as they were
+    last_day = calendar.monthrange(month.year, month.month)[1]
     bases = _assets()
     blobs: list[tuple[str, bytes]] = []
     for i in range(count):
@@ -44,7 +51,8 @@ def month_images(month: Month, count: int) -> list[tuple[str, bytes]]:
         fmt, ext = {4: ("PNG", "png"), 9: ("WEBP", "webp")}.get(i % 10, ("JPEG", "jpg"))
         buf = io.BytesIO()
         img.save(buf, format=fmt)
-        blobs.append((f"{month.prefix}camera-{i % 4}/frame {i:03d}.{ext}", buf.getvalue()))
+        day = f"{month.year:04d}-{month.month:02d}-{day_rng.randint(1, last_day):02d}"
+        blobs.append((f"{month.prefix}camera-{i % 4}/{day}/frame {i:03d}.{ext}", buf.getvalue()))
     blobs.append((f"{month.prefix}camera-0/corrupt.jpg", b"\xff\xd8\xff\xe0 not really a jpeg"))
     blobs.append((f"{month.prefix}notes.txt", b"not an image: skipped and counted\n"))
     return blobs

@@ -7,6 +7,7 @@ come from the DAG's params (validated in ``include.monthly.plan``).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,23 @@ from include.monthly.layout import DEFAULT_SHARD_SIZE, BlobLayout
 _PREFIX = "MONTHLY_DETECTION_"
 #: Azure ML's rule for datastore names (studio: "lowercase letters, digits, and underscore").
 DATASTORE_NAME = re.compile(r"^[a-z0-9_]+$")
+
+# Compute prices in USD per node-hour (Linux), by VM size: what the month's node time costs.
+# Override or extend with MONTHLY_DETECTION_VM_PRICES='{"Standard_X": {"spot": 0.1, "dedicated": 0.5}}'.
+# Where the defaults come from (looked up 2026-12-02 with the docs/pages search; no Microsoft price
+# page for these sizes was in reach, so both figures are third-party and NOT verified):
+#   Standard_NC4as_T4_v3 dedicated 0.526: East US pay-as-you-go, a public repository's price table
+#     ("Azure AKS (East US) ... Standard_NC4as_T4_v3 | $0.526"); the same figure x2/x4 for NC8/NC16.
+#   Standard_NC4as_T4_v3 spot 0.1492: eastus spot, a public repository's simulation log of 2026-09-26
+#     ("azure eastus Standard_NC4as_T4_v3 spot | 0.1492"). Spot prices move with demand.
+# Check the current figures for your region with Azure's Retail Prices API
+# (https://prices.azure.com/api/retail/prices, filter armSkuName and armRegionName) and override.
+VM_PRICES_SOURCE = "third-party figures for East US, looked up 2026-12-02, not verified against Microsoft's price list"
+DEFAULT_VM_PRICES: dict[str, dict[str, float]] = {
+    "Standard_NC4as_T4_v3": {"dedicated": 0.526, "spot": 0.1492},
+    "Standard_NC8as_T4_v3": {"dedicated": 1.052},   # spot: no figure found
+    "Standard_NC16as_T4_v3": {"dedicated": 2.104},  # spot: no figure found
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,30 @@ class DagConfig:
     # What teardown does with the pool: resize_to_zero, delete or keep.
     pool_teardown: str = "delete"
     tags: tuple[str, ...] = field(default=("yolo", "azure-batch", "monthly"))
+    # Prices per node-hour, JSON by VM size ({"Standard_X": {"spot": 0.1, "dedicated": 0.5}}), over DEFAULT_VM_PRICES.
+    vm_prices: str = ""
+    price_currency: str = "USD"
+
+    def price_table(self) -> dict[str, dict[str, float]]:
+        """DEFAULT_VM_PRICES with ``vm_prices`` laid over them; a bad override names the setting."""
+        table = {size: dict(prices) for size, prices in DEFAULT_VM_PRICES.items()}
+        if not self.vm_prices.strip():
+            return table
+        name = f"{_PREFIX}VM_PRICES"
+        try:
+            override = json.loads(self.vm_prices)
+        except ValueError as err:
+            raise ValueError(f"{name} is not JSON: {err}") from None
+        if not isinstance(override, dict):
+            raise ValueError(f"{name} must be a JSON object of VM size -> {{spot, dedicated}}")
+        for size, prices in override.items():
+            if not isinstance(prices, dict) or not set(prices) <= {"spot", "dedicated"}:
+                raise ValueError(f"{name}: {size!r} must map 'spot' and/or 'dedicated' to a price per hour")
+            for kind, value in prices.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise ValueError(f"{name}: {size}.{kind}={value!r} is not a price (a number >= 0)")
+            table.setdefault(size, {}).update({k: float(v) for k, v in prices.items()})
+        return table
 
     def __post_init__(self) -> None:
         for name in ("aml_images_datastore", "aml_work_datastore"):

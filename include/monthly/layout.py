@@ -13,7 +13,7 @@ Blob layout::
                    runs/YYYYMM/<run_key>/logs/shard-00000/stdout.txt, stderr.txt
                    runs/YYYYMM/<run_key>/code/score.py
                    runs/YYYYMM/<run_key>/merged/predictions.csv (merge -> publish hand-over)
-    predictions/   YYYYMM/predictions.csv, YYYYMM/summary.json   (published outputs)
+    predictions/   YYYYMM/predictions.csv, predictions.parquet, report.html, summary.json (published outputs)
 """
 from __future__ import annotations
 
@@ -186,6 +186,14 @@ class OutputPaths:
     @property
     def summary(self) -> str:
         return f"{self.month.prefix}summary.json"
+
+    @property
+    def parquet(self) -> str:
+        return f"{self.month.prefix}predictions.parquet"
+
+    @property
+    def report(self) -> str:
+        return f"{self.month.prefix}report.html"
 
 
 @dataclass(frozen=True)

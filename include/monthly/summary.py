@@ -24,11 +24,18 @@ def build_summary(
     run_id: str,
     node_time_seconds: float,
     wall_time_seconds: float,
+    compute: dict[str, Any] | None = None,
+    shard_records: list[dict[str, Any]] | None = None,
+    per_day: list[dict[str, Any]] | None = None,
+    day_basis: str | None = None,
 ) -> dict[str, Any]:
     """The summary of one month's run (publish adds `published_at` and the CSV's digest).
 
     `node_time_seconds` is the compute time the backend charged (sum over
     tasks); `wall_time_seconds` is the run's elapsed time. Both come from the caller.
+    `compute` (node time per priority, prices, cost: include.monthly.usage),
+    `shard_records` (each shard's node and duration) and `per_day` (images and
+    detections per day, by `day_basis`) feed the report.
     """
     if report.images != stage.image_count:
         raise ValueError(
@@ -55,4 +62,10 @@ def build_summary(
         "failed_shards": dict(report.failed_shards),
         "node_time_seconds": round(float(node_time_seconds), 3),
         "wall_time_seconds": round(float(wall_time_seconds), 3),
+        "compute": compute or {},
+        "cost": (compute or {}).get("cost"),
+        "currency": (compute or {}).get("currency"),
+        "shard_records": list(shard_records or []),
+        "per_day": list(per_day or []),
+        "day_basis": day_basis or "unknown",
     }

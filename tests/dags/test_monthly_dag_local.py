@@ -44,6 +44,15 @@ def test_a_month_is_scored_merged_and_published_with_every_image_accounted_for(m
     summary = published.summary
     assert summary["images"] == 11 and summary["errors"] == 1 and summary["skipped"]["count"] == 1
     assert summary["shards"] == 3 and summary["node_time_seconds"] > 0
+    # Node time and cost from the pool's node records and the job's task records.
+    compute = summary["compute"]
+    assert compute["basis"].startswith("node allocation") and len(compute["nodes"]) == 2
+    assert all(node["priority"] == "spot" and node["allocated_seconds"] >= node["busy_seconds"] for node in compute["nodes"])
+    assert sum(node["images"] for node in compute["nodes"]) == 11
+    assert compute["cost"] == round(compute["node_seconds"]["spot"] / 3600 * compute["price_per_hour"]["spot"], 6) > 0
+    assert [s["shard"] for s in summary["shard_records"]] == ["shard-00000", "shard-00001", "shard-00002"]
+    assert sum(day["images"] for day in summary["per_day"]) == 11 and summary["day_basis"].startswith("date in the path")
+    assert published.parquet and published.report and b"Monthly detection report: 2024-01" in published.report
     assert "tasks done" in log  # progress lines from the deferred wait
     # Teardown deleted the run's pool: nothing keeps billing.
     pools = [p.id for p in batch_connections.client().list_pools()]

@@ -56,7 +56,11 @@ def test_publish_writes_csv_then_summary_that_describes_it(containers, tmp_path)
     assert props.content_settings.content_type.startswith("text/csv")
     summary_props = containers.output.get_blob_client("202401/summary.json").get_blob_properties()
     assert summary_props.last_modified >= props.last_modified  # summary comes after the CSV
-    assert sorted(b.name for b in containers.output.list_blobs()) == ["202401/predictions.csv", "202401/summary.json"]
+    assert sorted(b.name for b in containers.output.list_blobs()) == [
+        "202401/predictions.csv", "202401/predictions.parquet", "202401/report.html", "202401/summary.json"]
+    parquet_props = containers.output.get_blob_client("202401/predictions.parquet").get_blob_properties()
+    assert summary_props.last_modified >= parquet_props.last_modified
+    assert written["predictions_parquet"]["sha256"] == hashlib.sha256(published.parquet).hexdigest()
 
 
 def test_staged_blocks_are_invisible_until_committed(containers, tmp_path) -> None:

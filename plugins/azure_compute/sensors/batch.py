@@ -92,6 +92,9 @@ class AzureBatchJobSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         ErrorThreshold(str(self.error_threshold))  # a bad value fails before any wait
         self._started = time.time()
+        from azure_compute.operators.batch import _account_page
+
+        AzureBatchJobLink.persist(context, AzureBatchJobLink.url(_account_page(self.hook), self.job_id))
         if not self.deferrable:
             return super().execute(context)
         result = self.poke(context)
