@@ -19,14 +19,18 @@ counts, and each task that needs the shards reads the record back.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+from urllib.parse import quote, unquote, urlencode
+from xml.etree import ElementTree
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from include.monthly.layout import (
@@ -155,20 +159,70 @@ def list_month_images(
     skipped_count = 0
     skipped: list[SkippedBlob] = []
     try:
-        for blob in input_container.list_blobs(name_starts_with=month.prefix):
-            reason = skip_reason(blob.name)
+        for name in list_names(input_container, month.prefix):
+            reason = skip_reason(name)
             if reason is None:
-                images.append(blob.name)
+                images.append(name)
                 continue
             skipped_count += 1
             if len(skipped) < MAX_LISTED_NAMES:
-                skipped.append(SkippedBlob(blob.name, reason))
+                skipped.append(SkippedBlob(name, reason))
     except ResourceNotFoundError as error:
         raise LookupError(
             f"input container {input_container.container_name!r} does not exist"
         ) from error
     images.sort()
     return images, skipped_count, skipped
+
+
+def list_names(container: ContainerClient, prefix: str, page_size: int = 5000) -> Iterator[str]:
+    """Every blob name under `prefix`, by List Blobs pages of 5,000 (the most Azure returns), reading only `Name`.
+
+    The SDK's `list_blobs` builds a full `BlobProperties` for each blob (about
+    1.5 ms of CPU per blob here, 25 minutes for a million names); staging needs
+    only the names. The request goes through the container client's own
+    pipeline (its credential, retries and API version), and the page is
+    parsed as the List Blobs REST reference describes it: `Blobs/Blob/Name`,
+    percent-encoded when `Encoded="true"`, and `NextMarker` (empty on the last page).
+    """
+    marker = ""
+    while True:
+        params = {"restype": "container", "comp": "list", "prefix": prefix, "maxresults": str(page_size)}
+        if marker:
+            params["marker"] = marker
+        # azure-core sends `params` as given: encode each value (a marker may hold any character).
+        query = urlencode(params, quote_via=quote, safe="")
+        url = container.url + ("&" if "?" in container.url else "?") + query
+        request = HttpRequest("GET", url, headers={"x-ms-version": container.api_version, "Accept": "application/xml"})
+        response = container._client._send_request(request)  # noqa: SLF001 - the generated client's documented send_request
+        if response.status_code == 404:
+            raise ResourceNotFoundError(response=response)
+        if response.status_code != 200:
+            raise HttpResponseError(response=response)
+        names, marker = _page_names(response.content)
+        yield from names
+        if not marker:
+            return
+
+
+def _page_names(body: bytes) -> tuple[list[str], str]:
+    """The blob names and the NextMarker of one List Blobs page, parsed as a stream (each blob dropped once read)."""
+    names: list[str] = []
+    marker = ""
+    path: list[str] = []
+    for event, element in ElementTree.iterparse(io.BytesIO(body), events=("start", "end")):
+        if event == "start":
+            path.append(element.tag)
+            continue
+        path.pop()
+        if element.tag == "Name" and path[-2:] == ["Blobs", "Blob"]:
+            text = element.text or ""
+            names.append(unquote(text) if element.get("Encoded", "").lower() == "true" else text)
+        elif element.tag == "NextMarker" and len(path) == 1:
+            marker = element.text or ""
+        elif element.tag == "Blob":
+            element.clear()
+    return names, marker
 
 
 def manifest_bytes(names: Iterable[str]) -> bytes:
