@@ -56,7 +56,7 @@ backfill: venv node
 	scripts/local-env $(PY) -m include.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
 
 clean:
-	rm -rf .local demo-output bench-results.json
+	rm -rf .local demo-output bench-results.json bench-gpu-results.json bench-gpu-smoke.json
 
 # Interim demo (issue 2 section 4): score the sample images the ultralytics wheel ships.
 DEMO_SCORING_OUT := demo-output/scoring/predictions.csv
@@ -76,3 +76,8 @@ local-down:
 .PHONY: bench
 bench: venv node
 	$(PY) -m bench
+
+# The GPU node (issue 17): on a CUDA machine only (stops with a message elsewhere) -> bench-gpu-results.json.
+.PHONY: bench-gpu
+bench-gpu: venv
+	$(PY) -m bench.gpu
