@@ -80,7 +80,7 @@ backfill: venv node runtime
 	scripts/local-env $(PY) -m include.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
 
 clean:
-	rm -rf .local demo-output bench-results.json
+	rm -rf .local demo-output bench-results.json bench-gpu-results.json bench-gpu-smoke.json
 
 # Interim demo (issue 2 section 4): score the sample images the ultralytics wheel ships.
 DEMO_SCORING_OUT := demo-output/scoring/predictions.csv
@@ -105,3 +105,8 @@ conformance: venv
 .PHONY: bench
 bench: venv node runtime
 	$(PY) -m bench
+
+# The GPU node (issue 17): on a CUDA machine only (stops with a message elsewhere) -> bench-gpu-results.json.
+.PHONY: bench-gpu
+bench-gpu: venv
+	$(PY) -m bench.gpu

@@ -1,4 +1,4 @@
-"""Every knob of `make bench` in one place: sizes, timings, and the targets from issue 7."""
+"""Every knob of `make bench` in one place: sizes, timings, and the targets from issues 7 and 17."""
 from __future__ import annotations
 
 import os
@@ -30,18 +30,29 @@ MERGE_SHARDS = 2_000
 MERGE_ROWS = 2_000_000
 MERGE_UPLOAD_THREADS = 8
 
+# Scale: months of this many image names (tiny blobs) in Azurite, staged, described and merged.
+SCALE_SIZES = (10_000, 100_000)
+SCALE_LARGE_SIZE = 300_000  # run only when the largest of SCALE_SIZES predicts it within the budget
+SCALE_LARGE_BUDGET_S = 180
+SCALE_UPLOAD_THREADS = 8
+
 # Worker slots: one Batch job of this length, waited for in both modes at once.
 SLOT_JOB_SECONDS = 150
 SLOT_POKE_INTERVAL = 15
 SLOT_RUN_TIMEOUT = 600  # seconds: the DAG run must finish by then
 
 TARGETS = {
-    "scoring_speedup_vs_baseline": ">= 2",
+    # Issue 17: how close score.py gets to what the CPU allows (decode + network measured in the same run);
+    # the ratio to the articles' loop stays a reported figure (it depends on the kind of CPU drawn).
+    "scoring_fraction_of_bound": ">= 85 %",
     "add_task_requests_per_100_shards": "<= 1",
     "poll_requests_per_cycle": "== 1",
     "merge_peak_rss_mb": "< 150",
     "merge_faster_than_pandas": "merge_seconds < pandas_merge_seconds",
     "deferrable_share_of_poke": "<= 5 %",
+    "scale_xcom_bytes_at_100k": "<= 64 KB",
+    "scale_staging_mb_at_1m_names": "<= 300 MB",
+    "scale_staging_time_growth_vs_linear": "<= 1.5",
 }
 
 

@@ -55,6 +55,28 @@ def _context(weights: Path, int8_weights: Path, threads: int) -> dict[str, Any]:
     }
 
 
+def scoring_bound(results: dict[str, Any], cores: int) -> dict[str, Any]:
+    """What the CPU allows score.py, from parts measured in this run, and how close it came.
+
+    Each image costs the network (OpenVINO on the same export, all cores, images
+    already decoded: ms of wall time) plus its decode (ms of one core, spread
+    over the cores): bound = 1000 / (network_ms + decode_ms_per_core / cores) images/s.
+    """
+    network = (results.get("network_context") or {}).get("openvino_ms_per_image")
+    decode_rate = ((results.get("decode_context") or {}).get("benchmark_images") or {}).get("score_py", {}).get("images_per_s")
+    ours = results.get("scoring_images_per_s")
+    if not network or not decode_rate or not ours:
+        return {}
+    decode_ms = round(1000 / decode_rate, 2)
+    bound = 1000 / (network + decode_ms / cores)
+    return {
+        "scoring_bound_images_per_s": round(bound, 2),
+        "scoring_fraction_of_bound": round(ours / bound, 4),
+        "scoring_bound_context": {"network_ms_per_image_openvino": network, "decode_ms_per_image_per_core": decode_ms,
+                                  "cores": cores, "formula": "1000 / (network_ms + decode_ms_per_core / cores)"},
+    }
+
+
 def judge(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target of issue 7 with the measured value and whether it is met (None: not measured)."""
 
@@ -70,15 +92,22 @@ def judge(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     faster = None
     if get("merge_seconds") is not None and get("pandas_merge_seconds") is not None:
         faster = round(get("pandas_merge_seconds") / get("merge_seconds"), 3)
+    fraction = get("scoring_fraction_of_bound")
     return {
-        "scoring_speedup_vs_baseline": check("scoring_speedup_vs_baseline", get("scoring_speedup_vs_baseline"),
-                                             lambda v: v >= 2),
+        "scoring_fraction_of_bound": check("scoring_fraction_of_bound",
+                                           None if fraction is None else round(100 * fraction, 1), lambda v: v >= 85),
         "add_task_requests_per_100_shards": check("add_task_requests_per_100_shards",
                                                   get("add_task_requests_per_100_shards"), lambda v: v <= 1),
         "poll_requests_per_cycle": check("poll_requests_per_cycle", get("poll_requests_per_cycle"), lambda v: v == 1),
         "merge_peak_rss_mb": check("merge_peak_rss_mb", get("merge_peak_rss_mb"), lambda v: v < 150),
         "merge_faster_than_pandas": check("merge_faster_than_pandas", faster, lambda v: v > 1),
         "deferrable_share_of_poke": check("deferrable_share_of_poke", share, lambda v: v <= 5),
+        "scale_xcom_bytes_at_100k": check("scale_xcom_bytes_at_100k", get("scale_xcom_bytes_at_100k"),
+                                          lambda v: v <= 64 * 1024),
+        "scale_staging_mb_at_1m_names": check("scale_staging_mb_at_1m_names", get("scale_staging_mb_at_1m_names"),
+                                              lambda v: v <= 300),
+        "scale_staging_time_growth_vs_linear": check("scale_staging_time_growth_vs_linear",
+                                                     get("scale_staging_time_growth_vs_linear"), lambda v: v <= 1.5),
     }
 
 
@@ -99,7 +128,15 @@ def table(results: dict[str, Any]) -> str:
     def ratio(a: Any, b: Any) -> Any:
         return round(a / b, 3) if a is not None and b else None
 
+    scale = (results.get("scale_context") or {}).get("sizes") or {}
+    small, large = scale.get("10000"), scale.get("100000")
+
+    def at(size: dict[str, Any] | None, step: str, key: str) -> Any:
+        return size["steps"][step][key] if size else None
+
     lines = [
+        ("scoring images/s (ours vs the CPU's bound, decode + network)", r("scoring_images_per_s"),
+         r("scoring_bound_images_per_s"), r("scoring_fraction_of_bound")),
         ("scoring images/s (ours vs articles' loop)", r("scoring_images_per_s"), r("baseline_images_per_s"),
          r("scoring_speedup_vs_baseline")),
         ("scoring images/s (ours vs predict stream=True)", r("scoring_images_per_s"),
@@ -127,13 +164,20 @@ def table(results: dict[str, Any]) -> str:
          ratio(r("pandas_peak_rss_mb"), r("merge_peak_rss_mb"))),
         ("worker-slot seconds (deferrable vs poke)", r("worker_slot_seconds_deferrable"),
          r("worker_slot_seconds_poke"), ratio(r("worker_slot_seconds_poke"), r("worker_slot_seconds_deferrable"))),
+        ("XCom bytes per run, 100k images (record in Blob vs in XCom)", r("scale_xcom_bytes_at_100k"),
+         r("scale_xcom_bytes_at_100k_before_move"),
+         ratio(r("scale_xcom_bytes_at_100k_before_move"), r("scale_xcom_bytes_at_100k"))),
+        *[(f"{step} seconds (100k vs 10k images)", at(large, step, "seconds"), at(small, step, "seconds"),
+           ratio(at(large, step, "seconds"), at(small, step, "seconds"))) for step in ("stage", "describe", "merge")],
+        *[(f"{step} own MB (100k vs 10k images)", at(large, step, "step_mb"), at(small, step, "step_mb"), None)
+          for step in ("stage", "describe", "merge")],
     ]
     width = max(len(name) for name, *_ in lines)
     out = [f"{'figure':<{width}}  {'ours':>12}  {'reference':>12}  {'advantage':>9}",
            "-" * (width + 40)]
     for name, ours, ref, adv in lines:
         out.append(f"{name:<{width}}  {_fmt(ours):>12}  {_fmt(ref):>12}  {_fmt(adv) + 'x' if adv else '-':>9}")
-    out += ["", "targets (issue 7):"]
+    out += ["", "targets (issues 7 and 17):"]
     for name, verdict in results.get("targets", {}).items():
         mark = {True: "met", False: "NOT MET", None: "not measured"}[verdict["met"]]
         out.append(f"  {name:<34} {verdict['target']:<40} value {_fmt(verdict['value']):>10}  {mark}")
@@ -176,7 +220,8 @@ def main(work_dir: Path) -> int:
             raise FileNotFoundError(f"OpenVINO export not found at {int8_weights}; set YOLO_OPENVINO_WEIGHTS")
         context.update(_context(weights, int8_weights, threads))
 
-        from bench import batch_requests, decode, merge, network, scoring, slots
+        from bench import batch_requests, decode, merge, network, scale, scoring, slots
+        from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
         from bench.images import describe_images, make_images
         from bench.stack import start_stack
 
@@ -192,6 +237,8 @@ def main(work_dir: Path) -> int:
         step("batch_requests", lambda: batch_requests.run(stack.batch))
         step("merge", lambda: merge.run(stack.azurite.connection_string, work_dir / "merge"))
         step("worker_slots", lambda: slots.run(work_dir / "slots", stack.connection_env()))
+        step("scale", lambda: scale.run(stack.azurite.connection_string, stack.azurite.blob_url,
+                                        ACCOUNT_NAME, ACCOUNT_KEY, work_dir / "scale"))
     except Exception:  # noqa: BLE001 - set-up failed: report it like a benchmark that could not run
         errors["setup"] = traceback.format_exc()
         log.error("set-up failed:\n%s", errors["setup"])
@@ -203,6 +250,7 @@ def main(work_dir: Path) -> int:
     context["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     context["seconds_per_benchmark"] = timings
     context["total_seconds"] = round(time.monotonic() - started, 1)
+    results.update(scoring_bound(results, threads))
     results["targets"] = judge(results)
     results["context"] = context
     results["errors"] = errors

@@ -61,6 +61,13 @@ def _blob_service():
     return WasbHook(wasb_conn_id=CONFIG.wasb_conn_id).get_conn()
 
 
+def _staged(staged: dict):
+    """The stage record (shards, digests) that ``stage`` left in the run's work folder; XCom holds only its location."""
+    from include.monthly.staging import load_staged
+
+    return load_staged(_blob_service().get_container_client(CONFIG.work_container), staged["stage"])
+
+
 def _plan(ti) -> RunPlan:
     return RunPlan(**ti.xcom_pull(task_ids="validate"))
 
@@ -146,7 +153,8 @@ with DAG(
         weights_blob = stage_weights(work, paths, plan.weights)
         print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
               f"{result.skipped_count} other files skipped")
-        return {"stage": result.to_dict(), "weights_blob": weights_blob, "work_prefix": paths.prefix,
+        # The record and the manifests stay in Blob; XCom gets their location and counts (small for any month).
+        return {"stage": result.reference(), "weights_blob": weights_blob, "work_prefix": paths.prefix,
                 "started_at": time.time()}
 
     @task.branch
@@ -158,20 +166,22 @@ with DAG(
         return "ensure_compute" if _plan(get_current_context()["ti"]).backend == "aml" else "ensure_pool"
 
     @task
-    def build_tasks(staged: dict) -> list[dict]:
-        from include.monthly.scoring_tasks import scoring_task_specs
-        from include.monthly.staging import StageResult
+    def build_tasks(staged: dict) -> dict:
+        """Describe one Batch task per shard into the run's work folder; XCom gets the blob and the count."""
+        from include.monthly.scoring_tasks import scoring_task_specs, write_task_specs
 
         plan = _plan(get_current_context()["ti"])
-        input_url = _blob_service().get_container_client(CONFIG.input_container).url
-        return scoring_task_specs(StageResult.from_dict(staged["stage"]), plan, CONFIG, input_url, staged["weights_blob"])
+        service = _blob_service()
+        input_url = service.get_container_client(CONFIG.input_container).url
+        stage_result = _staged(staged)
+        specs = scoring_task_specs(stage_result, plan, CONFIG, input_url, staged["weights_blob"])
+        return write_task_specs(service.get_container_client(CONFIG.work_container), stage_result.paths, specs)
 
     @task
     def shard_aml_output(staged: dict) -> dict:
         """Route Azure ML's appended rows to the staged shards, so both backends share one merge."""
         from azure_compute.hooks.aml import AzureMLHook
         from include.monthly.aml_results import appended_rows, output_container, split_into_shards
-        from include.monthly.staging import StageResult
 
         ti = get_current_context()["ti"]
         location = ti.xcom_pull(task_ids="submit", key="predictions")
@@ -180,7 +190,7 @@ with DAG(
         container = output_container(location, service, AzureMLHook(CONFIG.azure_ml_conn_id).client)
         rows = appended_rows(container, location["path"])
         report = split_into_shards(service.get_container_client(CONFIG.work_container),
-                                   StageResult.from_dict(staged["stage"]), rows)
+                                   _staged(staged), rows)
         print(f"Azure ML output routed to {len(report.rows_per_shard)} shards, {report.rows} rows; "
               f"{report.duplicate_rows} duplicate row(s) of re-run mini-batches left out")
         return report.rows_per_shard
@@ -189,11 +199,10 @@ with DAG(
     def merge(staged: dict) -> dict:
         """Stream the shard CSVs into one predictions.csv, accounting for every staged image."""
         from include.monthly.merge import merge_shards
-        from include.monthly.staging import StageResult
 
         ctx = get_current_context()
         waited = ctx["ti"].xcom_pull(task_ids="wait") or {}
-        stage_result = StageResult.from_dict(staged["stage"])
+        stage_result = _staged(staged)
         work = _blob_service().get_container_client(CONFIG.work_container)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "predictions.csv"
@@ -224,11 +233,10 @@ with DAG(
         from include.monthly.dates import image_days, per_day
         from include.monthly.merge import MergeReport
         from include.monthly.publish import publish as publish_month
-        from include.monthly.staging import StageResult
         from include.monthly.summary import build_summary
 
         ctx = get_current_context()
-        stage_result = StageResult.from_dict(staged["stage"])
+        stage_result = _staged(staged)
         service = _blob_service()
         work = service.get_container_client(CONFIG.work_container)
         plan = _plan(ctx["ti"])
@@ -344,7 +352,7 @@ with DAG(
     add_tasks = AzureBatchAddTasksOperator(
         task_id="add_tasks",
         job_id=plan_value("job_id"),
-        tasks=build_tasks(staged),
+        tasks_blob=build_tasks(staged),
         sas_expiry=timedelta(seconds=CONFIG.job_timeout_s),
         max_task_retry_count=CONFIG.max_task_retry_count,
         max_wall_clock_time=timedelta(seconds=CONFIG.task_timeout_s),

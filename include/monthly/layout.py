@@ -8,6 +8,7 @@ Blob layout::
 
     images/        YYYYMM/...any/nested/path/photo.jpg           (input, read only)
     work/          runs/YYYYMM/<run_key>/stage.json              (staging record)
+                   runs/YYYYMM/<run_key>/tasks.jsonl             (Batch task descriptions, one per line)
                    runs/YYYYMM/<run_key>/manifests/shard-00000.txt
                    runs/YYYYMM/<run_key>/results/shard-00000.csv (written by scoring tasks)
                    runs/YYYYMM/<run_key>/logs/shard-00000/stdout.txt, stderr.txt
@@ -32,6 +33,8 @@ DEFAULT_SHARD_SIZE = 500
 PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
 # How many names an error message or a record lists before saying "and N more".
 MAX_LISTED_NAMES = 20
+# Staging: manifests uploaded by this many threads at once.
+STAGE_UPLOAD_THREADS = 8
 # Merge: shards fetched ahead of the one being written, by this many download threads.
 MERGE_PREFETCH_SHARDS = 8
 MERGE_DOWNLOAD_THREADS = 4
@@ -150,6 +153,11 @@ class RunPaths:
     @property
     def stage_record(self) -> str:
         return f"{self.prefix}stage.json"
+
+    @property
+    def task_specs(self) -> str:
+        """The Batch task descriptions (JSON lines), kept in Blob so XCom carries only their location."""
+        return f"{self.prefix}tasks.jsonl"
 
     def manifest(self, shard: str) -> str:
         return f"{self.manifests_prefix}{shard}.txt"

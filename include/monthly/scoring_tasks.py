@@ -4,11 +4,18 @@ No blob name ever reaches a command line: a task's images are listed in its
 manifest (a resource file) and read by the scoring script from the input
 container with a read-only SAS given in the environment. The descriptions
 carry no credential; the add-tasks operator mints the SAS tokens.
+
+The descriptions grow with the month (one per shard), so they are written to
+the run's work folder (`tasks.jsonl`, one JSON object per line) and Airflow's
+XCom carries only where they are and how many (`write_task_specs`).
 """
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
+
+from azure.storage.blob import ContainerClient, ContentSettings
 
 from include.monthly.config import DagConfig
 from include.monthly.layout import RunPaths
@@ -86,3 +93,14 @@ def scoring_task_specs(
             spec["container_image"] = config.container_image
         specs.append(spec)
     return specs
+
+
+def write_task_specs(work_container: ContainerClient, paths: RunPaths, specs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the specs as JSON lines to the run's `tasks.jsonl`; return the location and count for XCom."""
+    body = "".join(json.dumps(spec, separators=(",", ":"), ensure_ascii=False) + "\n" for spec in specs)
+    work_container.get_blob_client(paths.task_specs).upload_blob(
+        body.encode("utf-8"), overwrite=True,
+        content_settings=ContentSettings(content_type="application/x-ndjson; charset=utf-8"),
+    )
+    return {"container": work_container.container_name, "blob": paths.task_specs, "task_count": len(specs)}
+

@@ -44,6 +44,9 @@ Settings (a command-line argument wins over its environment variable):
   SCORING_WORKERS     decode/download threads (default 2 x CPUs, 4..16)
   SCORING_MAX_PIXELS  larger images are error rows (default 100,000,000)
   SCORING_REQUIRE_CUDA  1: fail at once when no CUDA GPU is usable (GPU pools pass --require-cuda)
+  SCORING_DECODE_ON_DEVICE  1: decode JPEGs in batches with torchvision on the
+                      model's device (nvJPEG on CUDA); other images, and any JPEG
+                      it cannot decode, take the CPU path (default 0, see below)
   SCORING_ROOT        root for names; Azure ML: the input folder (see below)
   SCORING_SAS_TOKEN   SAS token for an http(s) ``--root`` (never an argument)
   OMP_NUM_THREADS     inference threads on CPU (default: every core)
@@ -158,6 +161,7 @@ class Settings:
     workers: int = 4
     max_pixels: int = 100_000_000
     root: str | None = None
+    decode_on_device: bool = False
 
 
 def _default_workers() -> int:
@@ -171,6 +175,16 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _flag(raw: str) -> bool:
+    """An on/off environment value: 1/true/yes/on or 0/false/no/off."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _env_value(env: dict[str, str], name: str, kind: type, default: Any) -> Any:
     raw = env.get(name, "").strip()
     if not raw:
@@ -178,7 +192,8 @@ def _env_value(env: dict[str, str], name: str, kind: type, default: Any) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ScoringError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        kind_name = "on/off value (1 or 0)" if kind is _flag else kind.__name__
+        raise ScoringError(f"{name}={raw!r} is not a valid {kind_name}") from None
 
 
 def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.ArgumentParser:
@@ -209,6 +224,10 @@ def build_parser(env: dict[str, str], for_aml: bool = False) -> argparse.Argumen
                         help="confidence threshold (env SCORING_CONF, default 0.25)")
     parser.add_argument("--workers", type=int, default=_env_value(env, "SCORING_WORKERS", int, _default_workers()),
                         help="decode/download threads (env SCORING_WORKERS)")
+    parser.add_argument("--decode-on-device", action="store_true",
+                        default=_env_value(env, "SCORING_DECODE_ON_DEVICE", _flag, False),
+                        help="decode JPEGs in batches on the model's device (nvJPEG on CUDA; "
+                             "env SCORING_DECODE_ON_DEVICE=1)")
     parser.add_argument("--max-pixels", type=int, default=_env_value(env, "SCORING_MAX_PIXELS", int, 100_000_000),
                         help="larger images are error rows (env SCORING_MAX_PIXELS, default 100000000)")
     parser.add_argument("--require-cuda", action="store_true",
@@ -236,6 +255,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
         weights=str(args.weights), device=args.device, batch_size=args.batch_size, imgsz=args.imgsz,
         conf=args.conf, workers=args.workers, max_pixels=args.max_pixels, root=root,
+        decode_on_device=bool(args.decode_on_device),
     )
 
 
@@ -830,6 +850,116 @@ def load_item(item: Item, imgsz: int, max_pixels: int) -> Decoded:
     return decode(read_bytes(item), imgsz, max_pixels)
 
 
+# --------------------------------------------------------------------------- decode on the model's device
+#
+# On a GPU node the CPUs, not the GPU, bound the rate: entropy-decoding JPEGs is
+# most of their work (docs/performance.md). torchvision.io.decode_jpeg decodes a
+# list of JPEGs on a CUDA device with nvJPEG in one call; the decode threads then
+# only download and read each header. Its limits, and what this path does:
+# it decodes at full size (no reduced-scale draft), so the image is shrunk on
+# the device (area filter, like OpenCV's INTER_AREA); it applies no EXIF
+# orientation on CUDA, so the orientation read from the header is applied on
+# the device; a failing call returns nothing for the whole list, so a failed
+# batch is retried image by image and an image that still fails takes the CPU
+# path (which names the problem in its error row). Images that are not plain
+# JPEGs (PNG, CMYK JPEG, too many pixels) never leave the CPU path. The same
+# code runs on the CPU device (torchvision's libjpeg-turbo), which is how it is
+# tested without a GPU. Off by default until make bench-gpu has measured it.
+
+
+@dataclass
+class EncodedJpeg:
+    """A JPEG whose header was read in a decode thread, waiting to be decoded with its batch."""
+
+    data: bytes
+    orientation: int  # EXIF orientation 1..8 (1: as stored)
+
+
+def load_item_for_device(item: Item, imgsz: int, max_pixels: int) -> Decoded | EncodedJpeg:
+    """Read one input; a plain (RGB or grey) JPEG is left encoded for the device, anything else decoded here."""
+    if item.error:
+        raise ImageError(item.error)
+    data = read_bytes(item)
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            with _pillow_open()(io.BytesIO(data), formats=("JPEG",)) as header:  # reads the header only
+                width, height = header.size
+                if header.mode in ("RGB", "L") and 0 < width * height <= max_pixels:
+                    return EncodedJpeg(data, int(header.getexif().get(0x0112, 1) or 1))
+        except Exception:  # noqa: BLE001 - let the CPU path name what is wrong
+            pass
+    return decode(data, imgsz, max_pixels)
+
+
+def _orient(tensor: Any, orientation: int) -> Any:
+    """A (3, H, W) tensor turned as EXIF orientation says (Pillow's exif_transpose, on the device)."""
+    import torch
+
+    if orientation == 2:
+        return tensor.flip(2)
+    if orientation == 3:
+        return tensor.flip(1).flip(2)
+    if orientation == 4:
+        return tensor.flip(1)
+    if orientation == 5:
+        return tensor.transpose(1, 2)
+    if orientation == 6:
+        return torch.rot90(tensor, -1, (1, 2))
+    if orientation == 7:
+        return tensor.transpose(1, 2).flip(1).flip(2)
+    if orientation == 8:
+        return torch.rot90(tensor, 1, (1, 2))
+    return tensor
+
+
+def _shrunk(tensor: Any, imgsz: int) -> Decoded:
+    """A decoded (3, H, W) uint8 RGB tensor, oriented, to BGR pixels at most imgsz on the long side."""
+    import torch
+
+    height, width = tensor.shape[1:]
+    if max(height, width) > imgsz:
+        ratio = imgsz / max(height, width)
+        size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
+        tensor = torch.nn.functional.interpolate(tensor[None].float(), size=size, mode="area")[0]
+        tensor = tensor.round_().clamp_(0, 255).to(torch.uint8)
+    pixels = tensor.flip(0).permute(1, 2, 0).contiguous().cpu().numpy()  # RGB to BGR, HWC
+    return Decoded(pixels=pixels, width=int(width), height=int(height))
+
+
+def decode_jpegs_on_device(jpegs: list[EncodedJpeg], imgsz: int, max_pixels: int, device: str) -> list[Decoded | str]:
+    """Decode JPEGs in one torchvision call on `device`; per image on failure, then the CPU path.
+
+    Returns, per input, its Decoded image or the reason it is an error row.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def tensors(group: list[EncodedJpeg]) -> list[Any]:
+        return [torch.frombuffer(bytearray(jpeg.data), dtype=torch.uint8) for jpeg in group]
+
+    try:
+        decoded: list[Any | None] = list(decode_jpeg(tensors(jpegs), mode=ImageReadMode.RGB, device=device))
+    except Exception:  # noqa: BLE001 - one bad JPEG fails the whole call: find it image by image
+        decoded = []
+        for jpeg in jpegs:
+            try:
+                decoded.append(decode_jpeg(tensors([jpeg]), mode=ImageReadMode.RGB, device=device)[0])
+            except Exception:  # noqa: BLE001 - the CPU path decodes it or names the problem
+                decoded.append(None)
+    results: list[Decoded | str] = []
+    for jpeg, tensor in zip(jpegs, decoded):
+        try:
+            if tensor is None:
+                raise ValueError("not decodable on the device")
+            results.append(_shrunk(_orient(tensor, jpeg.orientation), imgsz))
+        except Exception:  # noqa: BLE001 - e.g. out of device memory for a huge image
+            try:
+                results.append(decode(jpeg.data, imgsz, max_pixels))
+            except ImageError as exc:
+                results.append(str(exc))
+    return results
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -866,9 +996,16 @@ def _infer(detector: Detector, batch: list[tuple[Item, Decoded]], settings: Sett
 
 
 def _score_pending(
-    detector: Detector, pending: list[tuple[Item, Decoded | str]], settings: Settings
+    detector: Detector, pending: list[tuple[Item, Decoded | EncodedJpeg | str]], settings: Settings
 ) -> Iterator[list[Row]]:
     """Run the decoded images of pending through the model; yield every item's rows in order."""
+    waiting = [index for index, (_, got) in enumerate(pending) if isinstance(got, EncodedJpeg)]
+    if waiting:
+        done = decode_jpegs_on_device([pending[index][1] for index in waiting], settings.imgsz,
+                                      settings.max_pixels, _decode_device(detector))
+        pending = list(pending)
+        for index, got in zip(waiting, done):
+            pending[index] = (pending[index][0], got)
     batch = [(item, got) for item, got in pending if isinstance(got, Decoded)]
     scored = iter(_infer(detector, batch, settings) if batch else [])
     for item, got in pending:
@@ -885,9 +1022,11 @@ def score_items(detector: Detector, items: Iterable[Item], settings: Settings) -
     _configure_pillow(settings.max_pixels)
     prefetch = settings.batch_size * 2 + settings.workers
     max_pending = settings.batch_size * 64  # also flush long runs of error rows
+    load = load_item_for_device if settings.decode_on_device else load_item
     source = iter(items)
-    queue: deque[tuple[Item, Future[Decoded]]] = deque()
-    pending: list[tuple[Item, Decoded | str]] = []  # decoded image, or the reason it is an error row
+    queue: deque[tuple[Item, Future[Decoded | EncodedJpeg]]] = deque()
+    # decoded image, a JPEG for the device, or the reason it is an error row
+    pending: list[tuple[Item, Decoded | EncodedJpeg | str]] = []
     with ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="decode") as pool:
         try:
             exhausted = False
@@ -897,7 +1036,7 @@ def score_items(detector: Detector, items: Iterable[Item], settings: Settings) -
                     if item is None:
                         exhausted = True
                     else:
-                        queue.append((item, pool.submit(load_item, item, settings.imgsz, settings.max_pixels)))
+                        queue.append((item, pool.submit(load, item, settings.imgsz, settings.max_pixels)))
                 if not queue:
                     break
                 item, future = queue.popleft()
@@ -905,7 +1044,7 @@ def score_items(detector: Detector, items: Iterable[Item], settings: Settings) -
                     pending.append((item, future.result()))
                 except ImageError as exc:
                     pending.append((item, str(exc)))
-                images = sum(isinstance(got, Decoded) for _, got in pending)
+                images = sum(isinstance(got, (Decoded, EncodedJpeg)) for _, got in pending)
                 if images >= settings.batch_size or len(pending) >= max_pending:
                     yield from _score_pending(detector, pending, settings)
                     pending = []
@@ -913,6 +1052,11 @@ def score_items(detector: Detector, items: Iterable[Item], settings: Settings) -
         finally:
             for _, future in queue:
                 future.cancel()
+
+
+def _decode_device(detector: Detector) -> str:
+    """Where device decode runs: the model's CUDA device, else the CPU (torchvision's own decoder)."""
+    return detector.device if str(detector.device).startswith("cuda") else "cpu"
 
 
 def score_paths(

@@ -7,7 +7,7 @@ import pytest
 from monthly_testdata import upload_names, write_results
 
 from include.monthly.layout import parse_month, run_key
-from include.monthly.staging import StageResult, load_stage, read_manifest, stage_month
+from include.monthly.staging import StageResult, list_names, load_stage, load_staged, read_manifest, stage_month
 
 MONTH = parse_month("2024-01")
 ODD_IMAGES = [
@@ -146,3 +146,22 @@ def test_missing_work_container_is_named(containers, blob_service) -> None:
     missing = blob_service.get_container_client("no-such-work")
     with pytest.raises(LookupError, match="no-such-work"):
         stage_month(containers.input, missing, MONTH, run_key("r"), shard_size=3)
+
+
+def test_listing_reads_every_page_and_names_as_stored(containers) -> None:
+    # Names that XML must escape, non-ASCII, spaces and percent signs, over pages of 2 (NextMarker followed).
+    names = ["202402/a&b<c>.jpg", "202402/caf\u00e9 \u00fc.jpg", "202402/100% sure.jpg", "202402/x/'q\".png",
+             "202402/z.jpg"]
+    upload_names(containers.input, names + ["202403/other-month.jpg"])
+    assert list(list_names(containers.input, "202402/", page_size=2)) == sorted(names)
+
+
+def test_staging_reference_is_small_and_loads_back_the_record(containers) -> None:
+    upload_names(containers.input, [f"202401/cam/{i:04d}.jpg" for i in range(30)])
+    result = stage_month(containers.input, containers.work, parse_month("2024-01"), "run-ref", shard_size=2)
+    reference = result.reference()
+    assert reference["shard_count"] == 15 and reference["image_count"] == 30
+    assert "shards" not in reference and len(json.dumps(reference)) < 400
+    assert load_staged(containers.work, reference) == result
+    with pytest.raises(ValueError, match="rewritten by another attempt"):
+        load_staged(containers.work, {**reference, "image_count": 31})

@@ -6,6 +6,7 @@ Waiting happens in ``azure_compute.sensors.batch`` (deferrable).
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from azure.batch import models as batch_models
+from azure.core.exceptions import ResourceNotFoundError
 
 from airflow.sdk import BaseOperator, conf
 
@@ -420,8 +422,15 @@ class AzureBatchAddTasksOperator(BaseOperator):
     task that already exists from an earlier attempt is left alone. When every
     task is in, the job is switched to ``onAllTasksComplete=terminatejob``.
 
+    Alternatively ``tasks_blob`` names a blob holding the task dicts as JSON
+    lines (``{"container": "work", "blob": "runs/.../tasks.jsonl", "task_count": 200}``;
+    ``task_count`` optional, checked when given), read with the ``wasb``
+    connection: a month's descriptions then never pass through XCom or the
+    rendered templates, whose size would otherwise grow with the month.
+
     :param job_id: The job (templated).
     :param tasks: Task dicts as above (templated; usually an XComArg).
+    :param tasks_blob: Where the task dicts are, instead of ``tasks`` (templated).
     :param sas_expiry: Lifetime of the SAS tokens: the job's time limit.
     :param max_task_retry_count: Retries per task (None: the job's default).
     :param max_wall_clock_time: Longest one task may run.
@@ -429,7 +438,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
     :param wasb_conn_id: The ``wasb`` connection of the storage account.
     """
 
-    template_fields: Sequence[str] = ("job_id", "tasks")
+    template_fields: Sequence[str] = ("job_id", "tasks", "tasks_blob")
     operator_extra_links = (AzureBatchJobLink(),)
     ui_color = "#e6f1fb"
 
@@ -437,7 +446,8 @@ class AzureBatchAddTasksOperator(BaseOperator):
         self,
         *,
         job_id: str,
-        tasks: list[dict[str, Any]] | Any,
+        tasks: list[dict[str, Any]] | Any = None,
+        tasks_blob: dict[str, Any] | Any = None,
         sas_expiry: timedelta = timedelta(hours=24),
         max_task_retry_count: int | None = None,
         max_wall_clock_time: timedelta | None = timedelta(hours=2),
@@ -446,8 +456,11 @@ class AzureBatchAddTasksOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (tasks is None) == (tasks_blob is None):
+            raise ValueError("give exactly one of tasks and tasks_blob")
         self.job_id = job_id
         self.tasks = tasks
+        self.tasks_blob = tasks_blob
         self.sas_expiry = sas_expiry
         self.max_task_retry_count = max_task_retry_count
         self.max_wall_clock_time = max_wall_clock_time
@@ -456,7 +469,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         check_batch_id("job_id", self.job_id)
-        specs = list(self.tasks or [])
+        specs = self._specs_from_blob() if self.tasks_blob is not None else list(self.tasks or [])
         ids = [check_batch_id("task id", spec.get("id")) for spec in specs]
         duplicates = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
         if duplicates:
@@ -484,6 +497,33 @@ class AzureBatchAddTasksOperator(BaseOperator):
                       self.job_id, len(result.added), len(result.existing), result.requests)
         hook.client.update_job(self.job_id, batch_models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
         return {"job_id": self.job_id, "task_count": len(specs), "added": len(result.added), "existing": len(result.existing)}
+
+    def _specs_from_blob(self) -> list[dict[str, Any]]:
+        """The task dicts of ``tasks_blob`` (JSON lines), checked against its ``task_count``."""
+        ref = self.tasks_blob
+        if not isinstance(ref, dict) or not ref.get("container") or not ref.get("blob"):
+            raise ValueError(f"tasks_blob must be a dict with 'container' and 'blob', got {ref!r}")
+        blob = BlobSasHook(wasb_conn_id=self.wasb_conn_id).get_conn().get_blob_client(ref["container"], ref["blob"])
+        try:
+            text = blob.download_blob().readall().decode("utf-8")
+        except ResourceNotFoundError:
+            raise ValueError(f"tasks_blob {ref['container']}/{ref['blob']} does not exist") from None
+        specs = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                spec = json.loads(line)
+            except ValueError as error:
+                raise ValueError(f"tasks_blob {ref['blob']} line {number} is not JSON: {error}") from None
+            if not isinstance(spec, dict):
+                raise ValueError(f"tasks_blob {ref['blob']} line {number} is not a JSON object")
+            specs.append(spec)
+        expected = ref.get("task_count")
+        if expected is not None and int(expected) != len(specs):
+            raise ValueError(f"tasks_blob {ref['blob']} holds {len(specs)} tasks, expected {expected}")
+        self.log.info("read %d task descriptions from %s/%s", len(specs), ref["container"], ref["blob"])
+        return specs
 
     def _task(self, spec: dict[str, Any], sas: "_SasCache") -> batch_models.BatchTaskCreateOptions:
         unknown = set(spec) - {"id", "command_line", "resource_files", "output_files", "environment",
