@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -278,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     make_images(work / "images-1mp", count=counts[0])
     make_large_images(work / "images-12mp", count=counts[1])
     started = time.perf_counter()
-    sets = {label: run_set(label, work / folder, work / f"out-{folder}", weights, device, batches)
-            for label, folder in (("1 MP", "images-1mp"), ("12 MP", "images-12mp"))}
+    try:
+        sets = {label: run_set(label, work / folder, work / f"out-{folder}", weights, device, batches)
+                for label, folder in (("1 MP", "images-1mp"), ("12 MP", "images-12mp"))}
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
     worst_ratio = min(s["ours_vs_articles"] for s in sets.values())
     worst_share = min(s["ours_share_of_bound"] for s in sets.values())
     results = {
