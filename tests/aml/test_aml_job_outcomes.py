@@ -202,6 +202,11 @@ def test_job_moves_through_its_states_in_order(aml_conn_id, local_aml, toy_code)
     assert "2 mini batch(es) of up to 2 file(s), 2 worker process(es) (2 instance(s) x 1 per instance)" in (
         runner_log(local_aml, name)
     )
+    # Run history's record (what the DAG's node time reads) has the run's times, through the SDK's model.
+    run = hook.client.jobs._runs_operations.get_run(name)
+    assert run.run_id == name and run.status == "Completed"
+    assert run.created_utc <= run.start_time_utc <= run.end_time_utc
+    assert run.last_start_time_utc == run.start_time_utc
 
 
 def test_restart_during_a_run_runs_the_job_again_to_completion(aml_conn_id, local_aml, toy_code):

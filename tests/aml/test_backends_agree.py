@@ -20,6 +20,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
+def monthly_dag_overrides() -> dict[str, str]:
+    """A price for the tests' CPU VM size (not in the default table), so the month's cost is stated."""
+    return {"MONTHLY_DETECTION_VM_PRICES": '{"Standard_D2s_v3": {"spot": 0.02, "dedicated": 0.1}}'}
+
+
+@pytest.fixture(scope="module")
 def product_aml(tmp_path_factory, azurite):
     """A local Azure ML endpoint with the product's datastores registered, as `make local-up` leaves it."""
     from aml_helpers import register_datastores
@@ -92,6 +98,11 @@ def test_batch_and_aml_backends_give_the_same_detections(monthly_dag, storage, c
                     assert float(ours[column]) == pytest.approx(float(theirs[column]), abs=0.02), column
         for key in ("images", "detections_per_class", "status_counts", "skipped"):
             assert batch_summary[key] == aml_summary[key], (backend, key)
+        # The month's Azure ML node time and cost come from the job's run-history record.
+        compute = aml_summary["compute"]
+        assert compute["backend"] == "aml" and compute["node_time_seconds"] > 0, (backend, compute)
+        assert compute["cost"] is not None and compute["cost"] > 0, (backend, compute)
+        assert "run history" in compute["basis"], (backend, compute)
 
 
 def test_an_openvino_export_folder_scores_the_month_on_both_backends(

@@ -166,6 +166,21 @@ class AmlService:
             details["error"] = {"error": {"code": error["code"], "message": error["message"]}}
         return web.json_response(details)
 
+    async def run_record(self, name: str) -> web.Response:
+        """Run history's record of a job (``GET {history}/history/v1.0/.../runs/<id>``, the SDK's
+        ``RunsOperations.get``): the ``Run`` model's identity, status and times, which give the
+        month's Azure ML node time. Fields the product does not read are left out."""
+        doc = self.store.get(f"jobs/{name}")
+        if doc is None:
+            return arm_error(404, "UserError", f"Run {name} was not found")
+        props = doc["properties"]
+        record: dict[str, Any] = {
+            "runId": name, "name": name, "displayName": props.get("displayName") or name,
+            "status": props.get("status"), "createdUtc": (doc.get("systemData") or {}).get("createdAt"),
+            **self.scheduler.run_times(name),
+        }
+        return web.json_response({k: v for k, v in record.items() if v is not None})
+
     def workspace_doc(self) -> web.Response:
         storage_id = (
             f"/subscriptions/{self.config.subscription_id}/resourceGroups/{self.config.resource_group}"
@@ -453,6 +468,11 @@ def make_app(config: ServiceConfig, store: ResourceStore, scheduler: JobSchedule
         "/history/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
         "/workspaces/{ws}/runs/{run}/details",
         lambda request: service.run_details(request.match_info["run"]),
+    )
+    app.router.add_get(
+        "/history/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
+        "/workspaces/{ws}/runs/{run}",
+        lambda request: service.run_record(request.match_info["run"]),
     )
 
     async def faults(request: web.Request) -> web.Response:

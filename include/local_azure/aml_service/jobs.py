@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ FORCED_STATES = frozenset({"NotResponding", "Paused"})
 #: Where the local endpoint keeps a failed job's error for its run-history details (not on the job:
 #: a real workspace returns the error from run history, GET .../runs/<id>/details).
 ERROR_KEY = "runError"
+#: Where the local endpoint keeps a job's run-history times (Run.startTimeUtc/endTimeUtc).
+TIMES_KEY = "runTimes"
 #: Azure ML's default name of the append_row output file.
 DEFAULT_APPEND_ROW_FILE = "parallel_run_step.txt"
 #: Parallel-runner arguments that belong to the runner, not to the entry script.
@@ -336,6 +339,7 @@ class JobScheduler:
             return
         props["status"] = status
         self.store.put(f"jobs/{name}", "jobs", doc)
+        self._record_time(name, status)
         if error:
             self.store.put(f"run-errors/{name}", ERROR_KEY, {"code": "UserError", "message": error[-4000:]})
         log.info("job %s: %s%s", name, status, f" ({error})" if error else "")
@@ -352,6 +356,22 @@ class JobScheduler:
                 self._finish_canceled(doc["name"])
             elif status not in TERMINAL_STATES | FORCED_STATES:
                 await self.submit(doc["name"])
+
+    def _record_time(self, name: str, status: str) -> None:
+        """Run history's start (first Running) and end (a terminal state) of a job, in UTC."""
+        times = self.store.get(f"run-times/{name}") or {}
+        stamp = _utc_now()
+        if status == "Running" and "startTimeUtc" not in times:
+            times["startTimeUtc"] = times["lastStartTimeUtc"] = stamp
+        elif status in TERMINAL_STATES and "endTimeUtc" not in times:
+            times["endTimeUtc"] = stamp
+        else:
+            return
+        self.store.put(f"run-times/{name}", TIMES_KEY, times)
+
+    def run_times(self, name: str) -> dict[str, str]:
+        """The run-history times a job has so far (startTimeUtc, lastStartTimeUtc, endTimeUtc)."""
+        return self.store.get(f"run-times/{name}") or {}
 
     def run_error(self, name: str) -> dict[str, str] | None:
         """The error a failed job recorded (what its run-history details carry)."""
@@ -391,6 +411,7 @@ class JobScheduler:
         if doc is not None:
             doc["properties"]["status"] = "Canceled"
             self.store.put(f"jobs/{name}", "jobs", doc)
+            self._record_time(name, "Canceled")
 
     async def shutdown(self) -> None:
         """Stop runners without marking their jobs: a restart runs them again."""
@@ -533,6 +554,10 @@ class JobScheduler:
             environment_variables={str(k): str(v) for k, v in (dep.get("environmentVariables") or {}).items()},
             model=model,
         )
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _short_uri(uri: str) -> str:
