@@ -30,7 +30,7 @@ from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReady
 from include.monthly.config import VM_PRICES_SOURCE, DagConfig
 from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
 from include.monthly.runtime import start_task as pool_start_task
-from include.scoring.aml_environment import scoring_environment
+from include.scoring.aml_environment import CONDA_FILE
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
@@ -385,7 +385,9 @@ with DAG(
         compute="{{ ti.xcom_pull(task_ids='ensure_compute') }}",
         code_dir=str(SCORING_DIR),
         entry_script="score.py",
-        environment=scoring_environment(CONFIG.aml_image),
+        # The Environment is built when the task runs: azure.ai.ml stays out of DAG parsing.
+        image=CONFIG.aml_image,
+        conda_file=str(CONDA_FILE),
         program_arguments=(
             "--root {% raw %}${{inputs.images}}{% endraw %}"  # Azure ML's own expression, not Jinja
             " --conf {{ ti.xcom_pull(task_ids='validate')['conf'] }}"

@@ -41,20 +41,17 @@ def register_blob_datastores(
 
 def local_ml_client(url: str, token: str, subscription_id: str, resource_group: str, workspace: str) -> Any:
     """An `MLClient` for the local endpoint (the same client the Airflow hook builds)."""
-    import os
     import sys
-
-    # MLClient records its cloud in AZUREML_CURRENT_CLOUD process-wide; a value inherited from a
-    # parent that talked to another local endpoint names a cloud this process never registered,
-    # and importing azure.ai.ml then tries to fetch it from Azure. Every client here names its cloud.
-    if os.environ.get("AZUREML_CURRENT_CLOUD", "").startswith("Custom@"):
-        os.environ.pop("AZUREML_CURRENT_CLOUD")
-    from azure.ai.ml import MLClient
 
     plugins = str(Path(__file__).resolve().parents[2] / "plugins")
     if plugins not in sys.path:  # Airflow puts plugins/ on its path; `python -m ...stack` may not have it
         sys.path.append(plugins)
-    from azure_compute.hooks.aml import StaticTokenCredential, _LoopbackBearerTokenPolicy, cloud_metadata_for
+    from azure_compute.hooks.aml import (
+        StaticTokenCredential, _LoopbackBearerTokenPolicy, cloud_metadata_for, forget_inherited_custom_cloud,
+    )
+
+    forget_inherited_custom_cloud()
+    from azure.ai.ml import MLClient
 
     credential = StaticTokenCredential(token)
     return MLClient(

@@ -1,6 +1,9 @@
 """The DAG folder imports cleanly and the monthly DAG keeps the promises users rely on."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,23 @@ def test_teardown_runs_after_the_pool_is_used_and_waits_are_deferrable(dagbag: D
         assert dag.get_task(task_id).deferrable, task_id
     # The triggers must live where the triggerer can import them: the plugins package.
     assert type(dag.get_task("wait")).__module__ == "azure_compute.sensors.batch"
+
+
+def test_parsing_the_dag_folder_does_not_import_the_azure_ml_sdk(tmp_path: Path) -> None:
+    """The DAG processor parses every file again and again under a time limit; ``azure.ai.ml``
+    costs seconds to import and, on import, resolves the cloud named in ``AZUREML_CURRENT_CLOUD``
+    (which MLClient writes process-wide), so importing it at parse time made a DAG processor that
+    inherited a local endpoint's cloud name fail to load the DAG at all."""
+    probe = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        "assert bag.import_errors == {}, bag.import_errors\n"
+        "print(sorted(m for m in sys.modules if m.startswith('azure.ai.ml')))\n"
+    )
+    root = DAGS.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'plugins'}",
+           "AZUREML_CURRENT_CLOUD": "Custom@http://127.0.0.1:9", "AIRFLOW_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from functools import cached_property
 from typing import Any
@@ -47,6 +48,18 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_TENANT_ID = "00000000-0000-0000-0000-000000000000"
 _REQUIRED_EXTRAS = ("subscription_id", "resource_group", "workspace_name")
 
+
+
+def forget_inherited_custom_cloud() -> None:
+    """Drop a ``Custom@...`` cloud name inherited through ``AZUREML_CURRENT_CLOUD``.
+
+    MLClient writes the cloud it was given into that variable process-wide, and child processes
+    inherit it; importing ``azure.ai.ml`` in a process that never registered that custom cloud
+    fails with "Unknown cloud environment". Every client we build names its cloud, so the
+    inherited value is never needed.
+    """
+    if os.environ.get("AZUREML_CURRENT_CLOUD", "").startswith("Custom@"):
+        os.environ.pop("AZUREML_CURRENT_CLOUD")
 
 class StaticTokenCredential(TokenCredential):
     """A shared-secret credential for the local Azure ML endpoint (never for Azure).
@@ -235,6 +248,7 @@ class AzureMLHook(BaseHook):
 
     def get_conn(self):
         """A new `azure.ai.ml.MLClient` for the connection's workspace."""
+        forget_inherited_custom_cloud()
         from azure.ai.ml import MLClient
 
         # The SDK logs every HTTP request at INFO; task logs only need our own lines.
