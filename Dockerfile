@@ -11,7 +11,8 @@ COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:root include/ /opt/airflow/include/
 
-# DAGs import `include.*`; plugins (hooks, operators, triggers) are on the path of
+# The local stack (local_stack/: Azurite, our Batch service, our Azure ML endpoint, the demo)
+# is not the product and is not copied. DAGs import `include.*`; plugins (hooks, operators, triggers) are on the path of
 # every component through the plugins folder.
 ENV PYTHONPATH=/opt/airflow \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \

@@ -36,7 +36,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 .local/registry/images/yolo-scoring-1/digest: $(VENV)/.installed include/scoring/requirements.txt include/scoring/node_setup.sh include/scoring/score.py
-	$(PY) -m include.local_azure.scoring_image
+	$(PY) -m local_stack.scoring_image
 
 # Headless Chromium for tests/ui: Debian's package, installed with apt when missing (needs root).
 browser:
@@ -56,9 +56,9 @@ test: venv node runtime browser
 MONTH ?= 2024-01
 BACKEND ?= batch
 demo: venv node runtime
-	$(PY) -m include.local_azure.stack up
-	scripts/local-env $(PY) -m include.demo.seed --months $(MONTH) --images 40
-	scripts/local-env $(PY) -m include.demo.run_month --month $(MONTH) --backend $(BACKEND)
+	$(PY) -m local_stack.stack up
+	scripts/local-env $(PY) -m local_stack.demo.seed --months $(MONTH) --images 40
+	scripts/local-env $(PY) -m local_stack.demo.run_month --month $(MONTH) --backend $(BACKEND)
 
 # A published month's report.html (with its CSV, Parquet and summary) under demo-output/YYYYMM/.
 report: venv
@@ -66,18 +66,18 @@ report: venv
 
 # The local stack plus `airflow standalone` (UI, scheduler, triggerer) with the DAG loaded.
 up: venv node runtime
-	$(PY) -m include.local_azure.stack up
-	scripts/local-env $(PY) -m include.demo.airflow_stack up
+	$(PY) -m local_stack.stack up
+	scripts/local-env $(PY) -m local_stack.demo.airflow_stack up
 
 down:
-	-scripts/local-env $(PY) -m include.demo.airflow_stack down
-	$(PY) -m include.local_azure.stack down
+	-scripts/local-env $(PY) -m local_stack.demo.airflow_stack down
+	$(PY) -m local_stack.stack down
 
 # A real backfill through the scheduler and triggerer: make backfill FROM=2024-01 TO=2024-03
 backfill: venv node runtime
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=YYYY-MM TO=YYYY-MM"; exit 2; }
-	$(PY) -m include.local_azure.stack up
-	scripts/local-env $(PY) -m include.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
+	$(PY) -m local_stack.stack up
+	scripts/local-env $(PY) -m local_stack.demo.backfill --from $(FROM) --to $(TO) --seed-missing 40
 
 clean:
 	rm -rf .local demo-output bench-results.json bench-gpu-results.json bench-gpu-smoke.json
@@ -91,10 +91,10 @@ demo-scoring: venv
 
 # Local Azure stack (issue 3): Azurite + the local Batch service, state and services.env under .local/.
 local-up: venv node runtime
-	$(PY) -m include.local_azure.stack up
+	$(PY) -m local_stack.stack up
 
 local-down:
-	$(PY) -m include.local_azure.stack down
+	$(PY) -m local_stack.stack down
 
 # The azure-batch SDK's own tests/test_batch.py, fetched from the package index at run time, against
 # the local Batch service (issue 18): prints test, result, reason; fails if an in-scope test fails.

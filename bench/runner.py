@@ -221,7 +221,7 @@ def main(work_dir: Path) -> int:
         context.update(_context(weights, int8_weights, threads))
 
         from bench import batch_requests, decode, merge, network, scale, scoring, slots
-        from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+        from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
         from bench.images import describe_images, make_images
         from bench.stack import start_stack
 

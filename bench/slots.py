@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import PROJECT_ROOT, SLOT_JOB_SECONDS, SLOT_POKE_INTERVAL, SLOT_RUN_TIMEOUT
-from include.local_azure.processes import ServiceProcess, free_port
+from local_stack.processes import ServiceProcess, free_port
 
 DAG_ID = "bench_slot_wait"
 SENSORS = ("wait_deferrable", "wait_poke")

@@ -8,9 +8,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from include.local_azure.azurite import AzuriteEndpoint, start_azurite, stop_azurite
-from include.local_azure.batch_service.launcher import BatchEndpoint, start_batch_service, stop_batch_service
-from include.local_azure.processes import free_port
+from local_stack.azurite import AzuriteEndpoint, start_azurite, stop_azurite
+from local_stack.batch_service.launcher import BatchEndpoint, start_batch_service, stop_batch_service
+from local_stack.processes import free_port
 
 
 @dataclass

@@ -34,8 +34,8 @@ def pytest_pyfunc_call(pyfuncitem):
 def local_batch_service(tmp_path):
     """Each test gets its own service (state, nodes, jobs), as each live test gets a fresh account."""
     from devtools_testutils import service
-    from include.local_azure.batch_service.launcher import start_batch_service, stop_batch_service
-    from include.local_azure.processes import free_port
+    from local_stack.batch_service.launcher import start_batch_service, stop_batch_service
+    from local_stack.processes import free_port
 
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     endpoint = start_batch_service(tmp_path, free_port(), ACCOUNT, key)

@@ -44,8 +44,8 @@ os.environ.setdefault(
     ]),
 )
 
-from include.local_azure.azurite import AzuriteEndpoint, start_azurite, stop_azurite  # noqa: E402
-from include.local_azure.processes import free_port  # noqa: E402
+from local_stack.azurite import AzuriteEndpoint, start_azurite, stop_azurite  # noqa: E402
+from local_stack.processes import free_port  # noqa: E402
 
 DEFAULT_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n.pt"
 DEFAULT_OPENVINO_WEIGHTS = PROJECT_ROOT.parent / "shared" / "models" / "yolov8n_int8_openvino_model"
@@ -105,12 +105,12 @@ class LocalBatch:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from include.local_azure.batch_service.launcher import start_batch_service
+        from local_stack.batch_service.launcher import start_batch_service
 
         self.endpoint = start_batch_service(self.state_dir, self.port, self.account, self.key, self.storage_connection_string)
 
     def stop(self) -> None:
-        from include.local_azure.batch_service.launcher import stop_batch_service
+        from local_stack.batch_service.launcher import stop_batch_service
 
         stop_batch_service(self.state_dir)
 
@@ -123,7 +123,7 @@ class LocalBatch:
         """SIGKILL the service, as a crash would; its task processes keep running until the next start."""
         import signal
 
-        from include.local_azure.processes import ServiceProcess
+        from local_stack.processes import ServiceProcess
 
         process = ServiceProcess("batch", self.state_dir)
         pid = process.pid()
@@ -171,7 +171,7 @@ def storage(azurite):
 @pytest.fixture(scope="session")
 def scoring_registry() -> dict[str, str]:
     """The local registry's scoring image and login (``make runtime`` builds it once; reused here)."""
-    from include.local_azure import scoring_image
+    from local_stack import scoring_image
 
     return scoring_image.build()
 

@@ -102,8 +102,8 @@ def wait_with_trigger(conn_id: str, job_name: str, timeout: float | None = 300) 
 
 def register_datastores(endpoint: AmlEndpoint, datastores: dict[str, str]) -> None:
     """Register datastores through MLClient, as a user does on a workspace (the endpoint has none of its own)."""
-    from include.local_azure.aml_setup import local_ml_client, register_blob_datastores
-    from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+    from local_stack.aml_setup import local_ml_client, register_blob_datastores
+    from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 
     client = local_ml_client(endpoint.url, endpoint.token, endpoint.subscription_id, endpoint.resource_group,
                              endpoint.workspace)

@@ -9,9 +9,9 @@ from typing import Iterator
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from include.local_azure.aml_service.launcher import AmlEndpoint, start_aml_service, stop_aml_service
-from include.local_azure.azurite import AzuriteEndpoint
-from include.local_azure.processes import free_port
+from local_stack.aml_service.launcher import AmlEndpoint, start_aml_service, stop_aml_service
+from local_stack.azurite import AzuriteEndpoint
+from local_stack.processes import free_port
 
 #: Datastore of the local endpoint that maps the Azurite container holding the month folders.
 IMAGES_DATASTORE = "images"

@@ -150,8 +150,8 @@ def test_not_responding_and_paused_end_the_wait_with_a_clear_message(aml_conn_id
 def test_datastores_are_only_those_registered_and_named_by_azure_rule(aml_conn_id, local_aml):
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-    from include.local_azure.aml_setup import register_blob_datastores
-    from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+    from local_stack.aml_setup import register_blob_datastores
+    from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
     from include.monthly.config import DagConfig
 
     client = AzureMLHook(aml_conn_id).client

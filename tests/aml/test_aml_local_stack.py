@@ -6,13 +6,13 @@ import shlex
 import subprocess
 import sys
 
-from include.local_azure.processes import free_port
+from local_stack.processes import free_port
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _stack(command: str, state_dir, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "include.local_azure.stack", command, "--state-dir", str(state_dir)],
+    return subprocess.run([sys.executable, "-m", "local_stack.stack", command, "--state-dir", str(state_dir)],
                           cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": PROJECT_ROOT, **env},
                           capture_output=True, text=True, timeout=180)
 

@@ -10,9 +10,9 @@ import secrets
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from include.demo.seed import seed_month
-from include.local_azure.aml_service.launcher import start_aml_service, stop_aml_service
-from include.local_azure.processes import free_port
+from local_stack.demo.seed import seed_month
+from local_stack.aml_service.launcher import start_aml_service, stop_aml_service
+from local_stack.processes import free_port
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from include.demo.backfill import LOCK_ATTEMPTS, create_backfill
+from local_stack.demo.backfill import LOCK_ATTEMPTS, create_backfill
 
 # Stands in for the `airflow` CLI: fails like Airflow does on a locked SQLite database
 # for the first N calls (Airflow removes the partial backfill itself), then succeeds.
@@ -32,7 +32,7 @@ def fake_cli(tmp_path: Path) -> dict[str, str]:
 
 
 def test_a_locked_database_is_retried_until_the_backfill_is_created(fake_cli, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("include.demo.backfill.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("local_stack.demo.backfill.time.sleep", lambda seconds: None)
     done = create_backfill("2024-06-01", "2024-08-31", env={**fake_cli, "FAKE_LOCKED_CALLS": "2"})
     assert "Created backfill" in done.stdout
     calls = (tmp_path / "calls").read_text().splitlines()
@@ -41,7 +41,7 @@ def test_a_locked_database_is_retried_until_the_backfill_is_created(fake_cli, tm
 
 
 def test_other_failures_and_a_lock_that_never_clears_are_errors(fake_cli, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("include.demo.backfill.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("local_stack.demo.backfill.time.sleep", lambda seconds: None)
     with pytest.raises(RuntimeError, match="database is locked"):
         create_backfill("2024-06-01", "2024-08-31", env={**fake_cli, "FAKE_LOCKED_CALLS": "99"})
     assert len((tmp_path / "calls").read_text().splitlines()) == LOCK_ATTEMPTS

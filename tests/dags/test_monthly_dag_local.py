@@ -11,7 +11,7 @@ import pytest
 from azure.batch import models as batch_models
 from azure.batch.models._models import BatchJobTerminateOptions  # not re-exported by azure-batch 15.1
 
-from include.demo.seed import seed_month
+from local_stack.demo.seed import seed_month
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from include.demo.airflow_stack import start_standalone, stop_standalone
-from include.demo.backfill import backfill_window, create_backfill, months_between, wait_for_backfill
-from include.demo.seed import seed_month
-from include.local_azure.processes import free_port
+from local_stack.demo.airflow_stack import start_standalone, stop_standalone
+from local_stack.demo.backfill import backfill_window, create_backfill, months_between, wait_for_backfill
+from local_stack.demo.seed import seed_month
+from local_stack.processes import free_port
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
 

@@ -9,7 +9,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_blob_sas, generate_container_sas
 
 from batch_helpers import make_job, read_file, unique, wait_for_tasks
-from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 
 
 @pytest.fixture()

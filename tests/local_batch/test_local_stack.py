@@ -11,7 +11,7 @@ from azure.batch import models
 from azure.storage.blob import BlobServiceClient
 
 from batch_helpers import unique, wait_for_tasks
-from include.local_azure.processes import ServiceProcess, free_port
+from local_stack.processes import ServiceProcess, free_port
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,7 +19,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 def _stack(command: str, state_dir, ports: dict[str, int]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": PROJECT_ROOT, "LOCAL_AZURITE_PORT": str(ports["azurite"]),
            "LOCAL_BATCH_PORT": str(ports["batch"]), "LOCAL_AML_PORT": str(ports["aml"])}
-    return subprocess.run([sys.executable, "-m", "include.local_azure.stack", command, "--state-dir", str(state_dir)],
+    return subprocess.run([sys.executable, "-m", "local_stack.stack", command, "--state-dir", str(state_dir)],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=180)
 
 

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from include.local_azure.azurite import AzuriteEndpoint
+from local_stack.azurite import AzuriteEndpoint
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from include.monthly.layout import parse_month, run_key
 from include.monthly.merge import merge_shards
 from include.monthly.staging import stage_month

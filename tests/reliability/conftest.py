@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
-from include.local_azure.fault_proxy import BlobFaultProxy
+from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local_stack.fault_proxy import BlobFaultProxy
 
 @pytest.fixture(scope="module")
 def monthly_dag_overrides() -> dict[str, str]:

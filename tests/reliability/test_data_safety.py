@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from include.demo.seed import seed_month
+from local_stack.demo.seed import seed_month
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published, publish
 from include.monthly.schema import PREDICTION_COLUMNS

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pendulum
 import pytest
 
-from include.demo.seed import seed_month
+from local_stack.demo.seed import seed_month
 from include.monthly.layout import parse_month
 from reliability_helpers import (
     WhenTaskRuns,

@@ -14,8 +14,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import ContainerClient
 
-from include.demo.seed import seed_month
-from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local_stack.demo.seed import seed_month
+from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from include.monthly.config import DagConfig
 from include.monthly.layout import parse_month
 from reliability_helpers import run_month

@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from include.demo.airflow_stack import start_standalone, stop_standalone
-from include.demo.seed import seed_month
-from include.local_azure.processes import ServiceProcess, free_port
+from local_stack.demo.airflow_stack import start_standalone, stop_standalone
+from local_stack.demo.seed import seed_month
+from local_stack.processes import ServiceProcess, free_port
 from include.monthly.layout import parse_month
 from reliability_helpers import assert_each_image_once, month_images, published_rows
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
-from include.local_azure.azurite import ACCOUNT_KEY, ACCOUNT_NAME
+from local_stack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from scoring_helpers import read_csv, rows_by_image, run_cli
 
 BLOBS = {

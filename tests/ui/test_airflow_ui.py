@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from include.demo.backfill import LOCK_ATTEMPTS
-from include.demo.airflow_stack import AirflowAPI, admin_password, start_standalone, stop_standalone
-from include.demo.seed import seed_month
-from include.local_azure.processes import free_port
+from local_stack.demo.backfill import LOCK_ATTEMPTS
+from local_stack.demo.airflow_stack import AirflowAPI, admin_password, start_standalone, stop_standalone
+from local_stack.demo.seed import seed_month
+from local_stack.processes import free_port
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published
 

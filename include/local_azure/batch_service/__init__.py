@@ -1,5 +1,0 @@
-"""A local, wire-compatible Azure Batch service that runs tasks as local processes.
-
-Start it with `python -m include.local_azure.batch_service --port P --state-dir DIR
---account NAME --key KEY [--storage-connection-string CS]`; see README.md here.
-"""
