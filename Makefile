@@ -35,7 +35,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-.local/registry/images/yolo-scoring-1/digest: $(VENV)/.installed include/scoring/requirements.txt include/scoring/node_setup.sh include/scoring/score.py
+.local/registry/images/yolo-scoring-1/digest: $(VENV)/.installed include/scoring/requirements.txt include/scoring/node_setup.sh include/scoring/score.py $(wildcard include/scoring/yolo_scoring/*.py)
 	$(PY) -m local_stack.scoring_image
 
 # Headless Chromium for tests/ui: Debian's package, installed with apt when missing (needs root).

@@ -120,7 +120,11 @@ def build(registry: Path = DEFAULT_REGISTRY, requirements_file: Path = REQUIREME
         subprocess.run(["bash", str(RECIPE), str(venv), *requirements], env=env, check=True)
         stamp.write_text(digest)
     (image_dir / "workdir").mkdir(exist_ok=True)
-    shutil.copy2(SCORING_DIR / "score.py", image_dir / "workdir" / "score.py")  # the image's COPY score.py
+    workdir = image_dir / "workdir"  # the image's COPY of score.py and the yolo_scoring package
+    shutil.copy2(SCORING_DIR / "score.py", workdir / "score.py")
+    shutil.rmtree(workdir / "yolo_scoring", ignore_errors=True)
+    shutil.copytree(SCORING_DIR / "yolo_scoring", workdir / "yolo_scoring",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     stamp.touch()
     _, reference = normalise(IMAGE)
     manifest = {

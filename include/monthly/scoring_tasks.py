@@ -5,6 +5,10 @@ manifest (a resource file) and read by the scoring script from the input
 container with a read-only SAS given in the environment. The descriptions
 carry no credential; the add-tasks operator mints the SAS tokens.
 
+The code a task runs is one resource file, the zipapp ``score.pyz``
+(``include/scoring/artifact.py``), written next to the specs by
+``write_task_specs``, so a node needs nothing of this repository.
+
 The descriptions grow with the month (one per shard), so they are written to
 the run's work folder (`tasks.jsonl`, one JSON object per line) and Airflow's
 XCom carries only where they are and how many (`write_task_specs`).
@@ -22,10 +26,11 @@ from include.monthly.layout import RunPaths
 from include.monthly.plan import RunPlan
 from include.monthly.runtime import scoring_argv
 from include.monthly.staging import StageResult
-from include.monthly.weights import WEIGHTS_FILE, is_folder
+from include.monthly.weights import WeightsRef
+from include.scoring import artifact
 
 MANIFEST_FILE = "manifest.txt"
-SCRIPT_FILE = "score.py"
+SCRIPT_FILE = artifact.ARTIFACT_NAME  # the zipapp of the scoring package
 OUTPUT_FILE = "predictions.csv"
 
 
@@ -43,15 +48,7 @@ def scoring_task_specs(
     the nodes load ``plan.weights`` by name (Ultralytics downloads it).
     """
     paths: RunPaths = stage.paths
-    if is_folder(weights_blob):
-        # A container resource file keeps the blob's whole name below its file_path.
-        weights_file = {"container": config.work_container, "prefix": weights_blob, "file_path": "weights"}
-        weights_arg = f"weights/{weights_blob.rstrip('/')}"
-    elif weights_blob:
-        weights_file = {"container": config.work_container, "blob": weights_blob, "file_path": WEIGHTS_FILE}
-        weights_arg = WEIGHTS_FILE
-    else:
-        weights_file, weights_arg = None, plan.weights
+    weights_file, weights_arg = WeightsRef.staged(weights_blob, plan.weights).batch_resource(config.work_container)
     script_args = [
         SCRIPT_FILE,
         "--images", MANIFEST_FILE,
@@ -95,8 +92,16 @@ def scoring_task_specs(
     return specs
 
 
+def upload_scoring_code(work_container: ContainerClient, paths: RunPaths) -> str:
+    """Upload the scoring artifact the tasks run to the run's code folder; return its blob name."""
+    blob = paths.code(SCRIPT_FILE)
+    work_container.upload_blob(blob, artifact.build(), overwrite=True)
+    return blob
+
+
 def write_task_specs(work_container: ContainerClient, paths: RunPaths, specs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write the specs as JSON lines to the run's `tasks.jsonl`; return the location and count for XCom."""
+    """Write the specs as JSON lines to the run's `tasks.jsonl`, with the code they run; return where, for XCom."""
+    upload_scoring_code(work_container, paths)
     body = "".join(json.dumps(spec, separators=(",", ":"), ensure_ascii=False) + "\n" for spec in specs)
     work_container.get_blob_client(paths.task_specs).upload_blob(
         body.encode("utf-8"), overwrite=True,

@@ -1,25 +1,21 @@
-"""The merge's schema must be the one the scoring script writes (it ships alone, with its own copy)."""
+"""The merge's schema is the one the scoring script writes: both import the scoring contract."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from include.monthly.schema import PREDICTION_COLUMNS, error_row, redact
-
-SCORE_PY = Path(__file__).resolve().parents[2] / "include" / "scoring" / "score.py"
-
-
-def _score_py_constant(name: str) -> object:
-    tree = ast.parse(SCORE_PY.read_text(encoding="utf-8"))
-    for node in tree.body:
-        targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{SCORE_PY} defines no {name}")
+from include.scoring.yolo_scoring import contract
 
 
-def test_scorer_writes_the_columns_the_merge_expects() -> None:
-    assert tuple(_score_py_constant("COLUMNS")) == PREDICTION_COLUMNS
+def test_the_scorer_and_the_merge_share_one_contract() -> None:
+    """One definition: the scoring package writes the columns the merge reads (no copy to keep in step)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include" / "scoring"))
+    from yolo_scoring import output
+
+    assert PREDICTION_COLUMNS is contract.COLUMNS
+    assert output.COLUMNS == contract.COLUMNS and sys.modules["yolo_scoring.contract"].__file__ == contract.__file__
 
 
 def test_error_row_keeps_image_and_reason_but_not_secrets() -> None:

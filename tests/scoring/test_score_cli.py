@@ -1,6 +1,7 @@
 """The command line as Azure Batch tasks and users run it: a real subprocess."""
 from __future__ import annotations
 
+import sys
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_cpu_scoring_keeps_every_core_after_ultralytics_first_predict(score, wei
     """Ultralytics resets torch to cpu_count - 1 threads on its first predict; the script takes them back."""
     import torch
 
-    monkeypatch.setattr(score, "_USER_THREADS", None)
+    monkeypatch.setattr(sys.modules["yolo_scoring.runtime"], "USER_THREADS", None)
     detector = score.load_model(weights_path, "cpu")
     list(score.score_paths(detector, [assets_dir / "bus.jpg"], score.Settings(), root=assets_dir))
     assert torch.get_num_threads() == score._cpu_count()

@@ -7,6 +7,7 @@ detections documented with the shipped weights.
 """
 from __future__ import annotations
 
+import sys
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -103,11 +104,11 @@ def test_openvino_rows_do_not_depend_on_batch_size(
 def test_openvino_uses_the_users_thread_count(
     score: ModuleType, openvino_weights_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(score, "_USER_THREADS", "1")
+    monkeypatch.setattr(sys.modules["yolo_scoring.runtime"], "USER_THREADS", "1")
     assert score.load_model(openvino_weights_path, "cpu").threads == 1
-    monkeypatch.setattr(score, "_USER_THREADS", None)
+    monkeypatch.setattr(sys.modules["yolo_scoring.runtime"], "USER_THREADS", None)
     assert score.load_model(openvino_weights_path, "cpu").threads == score._cpu_count()
-    monkeypatch.setattr(score, "_USER_THREADS", "two")
+    monkeypatch.setattr(sys.modules["yolo_scoring.runtime"], "USER_THREADS", "two")
     with pytest.raises(score.ScoringError, match="OMP_NUM_THREADS='two'"):
         score.load_model(openvino_weights_path, "cpu")
 
