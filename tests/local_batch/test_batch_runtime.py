@@ -88,6 +88,22 @@ def test_score_py_on_a_node_without_a_runtime_fails_with_module_not_found(batch)
     batch.begin_delete_pool(pool_id, polling_interval=0).result()
 
 
+def test_the_scoring_artifact_alone_runs_in_the_scoring_image(batch, scoring_registry, tmp_path):
+    """What a Batch task gets (the zipapp, one file, outside the repository) runs with only the image's runtime."""
+    from include.scoring import artifact
+
+    shipped = artifact.write(tmp_path)
+    assert shipped.read_bytes() == artifact.build()  # deterministic: the same code, the same bytes
+    pool_id = _container_pool(batch, scoring_registry, _login(scoring_registry))
+    job_id = make_job(batch, pool_id)
+    batch.create_task(job_id, models.BatchTaskCreateOptions(
+        id="help", command_line=f"python3 {shipped} --help", container_settings=_in_image(scoring_registry["image"])))
+    wait_for_tasks(batch, job_id, 1)
+    assert batch.get_task(job_id, "help").execution_info.result == "success", read_file(batch, job_id, "help", "stderr.txt")
+    assert "usage: score.py" in read_file(batch, job_id, "help", "stdout.txt")
+    batch.begin_delete_pool(pool_id, polling_interval=0).result()
+
+
 def test_the_scoring_image_runs_score_py_in_a_container_task(batch, scoring_registry):
     pool_id = _container_pool(batch, scoring_registry, _login(scoring_registry))
     job_id = make_job(batch, pool_id)
