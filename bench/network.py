@@ -35,8 +35,9 @@ def run(images: list[Path], weights: Path, exported: Path, int8_weights: Path, t
 
     sys.path.insert(0, str(PROJECT_ROOT / "include" / "scoring"))
     import score
+    from yolo_scoring import runtime
 
-    score._USER_THREADS = str(threads)  # ultralytics, imported earlier in this process, set OMP_NUM_THREADS=1
+    runtime.USER_THREADS = str(threads)  # ultralytics, imported earlier in this process, set OMP_NUM_THREADS=1
     runners = {"openvino": score.load_model(exported, "cpu"), "openvino_int8": score.load_model(int8_weights, "cpu")}
     arrays = [score.decode(path.read_bytes(), SCORING_IMGSZ, 100_000_000).pixels for path in images[:SAMPLE]]
     model = score.load_model(weights, "cpu").model
