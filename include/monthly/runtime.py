@@ -5,14 +5,14 @@ Ultralytics, so a pool needs one of:
 
 * ``container``: the image built from ``include/scoring/Dockerfile``, prefetched
   by the pool (``containerConfiguration``) and logged into with an Airflow
-  connection's user and password or token; tasks run ``python3 score.py`` in it.
+  connection's user and password or token; tasks run ``python3 score.pyz`` in it.
 * ``venv``: the pinned recipe ``include/scoring/node_setup.sh`` runs as the
   pool's start task (elevated, so it can apt-get what Ubuntu lacks) and installs
   ``include/scoring/requirements.txt`` into ``$AZ_BATCH_NODE_SHARED_DIR/scoring-venv``;
   tasks run that venv's python.
 
 On a GPU VM size (N-series) the start task first checks the driver with
-``nvidia-smi`` and the tasks require CUDA (``score.py --require-cuda``), so a
+``nvidia-smi`` and the tasks require CUDA (``score.pyz --require-cuda``), so a
 node without a working GPU fails at once instead of scoring on the CPU.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def start_task(config: DagConfig) -> dict | None:
 
 
 def scoring_argv(config: DagConfig, script_args: list[str]) -> list[str]:
-    """argv of a scoring task: score.py with the runtime's python (and --require-cuda on GPU sizes)."""
+    """argv of a scoring task: the scoring artifact (score.pyz) with the runtime's python (and --require-cuda on GPU sizes)."""
     args = [*script_args, *(["--require-cuda"] if is_gpu_vm_size(config.vm_size) else [])]
     if config.scoring_runtime == "container":
         return ["python3", *args]

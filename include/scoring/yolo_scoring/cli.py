@@ -1,4 +1,7 @@
-"""The command line (``python3 score.py --images ... --output ...``): inputs, the run, exit status."""
+"""The command line (``python3 score.py`` or ``score.pyz --images ... --output ...``): inputs, the run, exit status.
+
+Messages keep the prefix ``score.py:`` whichever file runs (users and tests read it).
+"""
 from __future__ import annotations
 
 import argparse
