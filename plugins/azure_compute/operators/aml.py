@@ -231,13 +231,17 @@ def raise_for_event(event: dict[str, Any]) -> str:
     raise AzureMLJobFailedError(f"{event.get('message')}{link}")
 
 
-class AzureMLBaseOperator(AzureComputeBase[AzureMLHook], BaseOperator):
-    """An Azure ML operator: ``self.hook`` is an ``AzureMLHook`` for ``azure_ml_conn_id``."""
+class AzureMLBase(AzureComputeBase[AzureMLHook]):
+    """An Azure ML operator or sensor: ``self.hook`` is an ``AzureMLHook`` for ``azure_ml_conn_id``."""
 
     hook_class = AzureMLHook
     conn_id_field = "azure_ml_conn_id"
     defer_margin = DEFER_MARGIN_AZURE_ML
     azure_ml_conn_id: str
+
+
+class AzureMLBaseOperator(AzureMLBase, BaseOperator):
+    """An Azure ML operator."""
 
 
 class _WaitsForJob(AzureMLBaseOperator):

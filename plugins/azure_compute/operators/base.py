@@ -38,7 +38,8 @@ DEFER_MARGIN_AZURE_ML = 300
 class AzureComputeBase(Generic[HookT]):
     """Owns the hook (one per task instance) and the check-once-then-defer wait."""
 
-    #: The hook class and the name of the attribute/argument holding its connection id.
+    #: The hook class and the name of the attribute/argument holding its connection id (its default
+    #: is the hook's ``default_conn_name``).
     hook_class: ClassVar[type]
     conn_id_field: ClassVar[str]
     #: Slack added to the trigger's deadline for Airflow's own defer timeout.
@@ -46,10 +47,6 @@ class AzureComputeBase(Generic[HookT]):
 
     deferrable: bool
     log: Any
-
-    @classmethod
-    def default_conn_id(cls) -> str:
-        return cls.hook_class.default_conn_name
 
     @cached_property
     def hook(self) -> HookT:

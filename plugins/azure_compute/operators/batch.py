@@ -47,8 +47,8 @@ def check_batch_id(kind: str, value: str) -> str:
     return value
 
 
-class AzureBatchBaseOperator(AzureComputeBase[BatchHook], BaseOperator):
-    """A Batch operator: ``self.hook`` is a ``BatchHook`` for ``azure_batch_conn_id``."""
+class AzureBatchBase(AzureComputeBase[BatchHook]):
+    """A Batch operator or sensor: ``self.hook`` is a ``BatchHook`` for ``azure_batch_conn_id``."""
 
     hook_class = BatchHook
     conn_id_field = "azure_batch_conn_id"
@@ -59,6 +59,10 @@ class AzureBatchBaseOperator(AzureComputeBase[BatchHook], BaseOperator):
 
     def persist_job_link(self, context: Context, job_id: str) -> None:
         AzureBatchJobLink.persist(context, lambda: AzureBatchJobLink.url(self.hook.account_portal_url(), job_id))
+
+
+class AzureBatchBaseOperator(AzureBatchBase, BaseOperator):
+    """A Batch operator."""
 
 
 class AzureBatchEnsurePoolOperator(AzureBatchBaseOperator):

@@ -13,15 +13,15 @@ from airflow.sdk import BaseSensorOperator
 
 from azure_compute.hooks.aml import JOB_TERMINAL_STATES, AzureMLHook, job_status
 from azure_compute.links.aml import AzureMLStudioJobLink
-from azure_compute.operators.aml import raise_for_event
-from azure_compute.operators.base import DEFAULT_DEFERRABLE, DEFER_MARGIN_AZURE_ML, AzureComputeBase
+from azure_compute.operators.aml import AzureMLBase, raise_for_event
+from azure_compute.operators.base import DEFAULT_DEFERRABLE
 from azure_compute.triggers.aml import AzureMLJobTrigger, job_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class AzureMLJobSensor(AzureComputeBase[AzureMLHook], BaseSensorOperator):
+class AzureMLJobSensor(AzureMLBase, BaseSensorOperator):
     """Succeed when the Azure ML job completes; fail when it ends Failed or Canceled.
 
     :param job_name: the job to wait for (templated; e.g. the submit task's XCom).
@@ -34,9 +34,6 @@ class AzureMLJobSensor(AzureComputeBase[AzureMLHook], BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("job_name",)
-    hook_class = AzureMLHook
-    conn_id_field = "azure_ml_conn_id"
-    defer_margin = DEFER_MARGIN_AZURE_ML
     operator_extra_links = (AzureMLStudioJobLink(),)
 
     def __init__(

@@ -24,7 +24,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from azure_compute.batch_progress import ErrorThreshold, JobProgress
 from azure_compute.hooks.batch import BatchHook
 from azure_compute.links.batch import AzureBatchJobLink
-from azure_compute.operators.base import DEFAULT_DEFERRABLE, DEFER_MARGIN_BATCH_SENSOR, AzureComputeBase
+from azure_compute.operators.base import DEFAULT_DEFERRABLE, DEFER_MARGIN_BATCH_SENSOR
+from azure_compute.operators.batch import AzureBatchBase
 from azure_compute.triggers.base import SUCCESS
 from azure_compute.triggers.batch import AzureBatchJobTrigger, AzureBatchPoolNodesTrigger
 
@@ -40,13 +41,10 @@ class AzureBatchJobFailedError(AirflowFailException):
     """
 
 
-class AzureBatchBaseSensor(AzureComputeBase[BatchHook], BaseSensorOperator):
-    """A Batch sensor: ``self.hook`` is a ``BatchHook`` for ``azure_batch_conn_id``."""
+class AzureBatchBaseSensor(AzureBatchBase, BaseSensorOperator):
+    """A Batch sensor (the operators' hook and wait, with the sensors' defer margin)."""
 
-    hook_class = BatchHook
-    conn_id_field = "azure_batch_conn_id"
     defer_margin = DEFER_MARGIN_BATCH_SENSOR
-    azure_batch_conn_id: str
 
 
 class AzureBatchJobSensor(AzureBatchBaseSensor):
@@ -101,7 +99,7 @@ class AzureBatchJobSensor(AzureBatchBaseSensor):
     def execute(self, context: Context) -> Any:
         ErrorThreshold(str(self.error_threshold))  # a bad value fails before any wait
         self._started = time.time()
-        AzureBatchJobLink.persist(context, lambda: AzureBatchJobLink.url(self.hook.account_portal_url(), self.job_id))
+        self.persist_job_link(context, self.job_id)
         if not self.deferrable:
             return super().execute(context)
         trigger = AzureBatchJobTrigger(

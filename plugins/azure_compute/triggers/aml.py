@@ -14,7 +14,7 @@ from azure_compute.hooks.aml import (
     AzureMLHook,
     job_status,
 )
-from azure_compute.triggers.base import FAILURE, SUCCESS, AzurePollingTrigger
+from azure_compute.triggers.base import FAILURE, SUCCESS, TIMEOUT, AzurePollingTrigger
 
 
 class AzureMLJobTrigger(AzurePollingTrigger):
@@ -83,7 +83,7 @@ class AzureMLJobTrigger(AzurePollingTrigger):
         return f"Azure ML job {self.job_name} still {self._status} after {(self.end_time or 0) - self.started_at:.0f}s"
 
     def event(self, status: str, message: str, **extra: Any) -> dict[str, Any]:
-        if status == "timeout":
+        if status == TIMEOUT:
             extra.setdefault("studio_url", AzureMLHook(self.azure_ml_conn_id).studio_url(self.job_name))
         return super().event(status, message, **extra)
 
