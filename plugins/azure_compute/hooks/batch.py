@@ -244,10 +244,15 @@ class BatchHook(AzureBatchHook):
         self.client.update_job(job_id, batch_models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
 
     def job_progress(self, job_id: str, expected_tasks: int) -> JobProgress:
-        """Task counts, plus the job's state while tasks remain (a terminated job leaves tasks active)."""
+        """Task counts, plus the job's state when tasks remain and none runs.
+
+        A terminated job (by hand, or past its ``maxWallClockTime``) ends its running tasks and leaves
+        the unstarted ones active for ever (``Job_Terminate``), so only a poll that sees nothing
+        running needs the job's state: one request per poll while tasks run, two while none does.
+        """
         counts = self.task_counts(job_id)
         progress = JobProgress.from_counts(counts)
-        if not progress.counts_done(expected_tasks):
+        if not progress.counts_done(expected_tasks) and progress.running == 0:
             job = self.client.get_job(job_id, select=["id", "state", "executionInfo"])
             progress = JobProgress.from_counts(counts, job)
         return progress
