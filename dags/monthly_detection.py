@@ -187,7 +187,7 @@ with DAG(
         location = ti.xcom_pull(task_ids="submit", key="predictions")
         service = _blob_service()
         # The file is on the account its datastore points at, which need not be the wasb connection's.
-        container = output_container(location, service, AzureMLHook(CONFIG.azure_ml_conn_id).client)
+        container = output_container(location, service, AzureMLHook(CONFIG.azure_ml_conn_id))
         rows = appended_rows(container, location["path"])
         report = split_into_shards(service.get_container_client(CONFIG.work_container),
                                    _staged(staged), rows)
@@ -220,7 +220,8 @@ with DAG(
 
         plan = _plan(get_current_context()["ti"])
         try:
-            records = batch_node_records(BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client, plan.pool_id)
+            hook = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id)
+            records = batch_node_records(hook.pool_nodes(plan.pool_id), plan.pool_id)
         except Exception as err:  # the cost then falls back to task time, and the summary says so
             print(f"could not read the nodes of pool {plan.pool_id}: {err}")
             return None
@@ -278,8 +279,8 @@ with DAG(
         elif plan.backend == "batch":
             from azure_compute.hooks.batch import BatchHook
 
-            client = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id).client
-            shards = batch_shard_records(client, plan.job_id, {s.id: s.image_count for s in stage_result.shards})
+            hook = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id)
+            shards = batch_shard_records(hook.job_tasks(plan.job_id), {s.id: s.image_count for s in stage_result.shards})
             compute = batch_usage(ti.xcom_pull(task_ids="record_nodes"), shards, vm_size=CONFIG.vm_size, prices=prices,
                                   currency=currency, default_priority="spot" if plan.spot_nodes else "dedicated")
         else:
@@ -289,26 +290,17 @@ with DAG(
         return compute, shards
 
     def _aml_job_times(ti) -> dict | None:
-        """Start and end of the Azure ML job from its run-history record (None when there is none).
-
-        The jobs API (``MLClient.jobs.get``) carries no run times; Azure ML's run history does
-        (``Run.start_time_utc``/``end_time_utc``, azure/ai/ml/_restclient/runhistory/models), and
-        the SDK reads it through ``MLClient.jobs._runs_operations.get_run`` (a private attribute).
-        """
+        """Start and end of the Azure ML job from its run-history record (None when there is none)."""
         from azure_compute.hooks.aml import AzureMLHook
 
         name = ti.xcom_pull(task_ids="submit")
         if not name:
             return None
         try:
-            run = AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).client.jobs._runs_operations.get_run(name)
+            return AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).get_job_times(name)
         except Exception as err:  # no run history here: node time stays unknown, and the summary says so
             print(f"no run-history record for Azure ML job {name}: {type(err).__name__}: {str(err)[:200]}")
             return None
-        start, end = getattr(run, "start_time_utc", None), getattr(run, "end_time_utc", None)
-        if start and end:
-            return {"start_time": start.isoformat(), "end_time": end.isoformat()}
-        return None
 
     validated = validate()
     staged = stage()

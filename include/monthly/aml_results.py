@@ -173,7 +173,7 @@ def appended_rows(container: ContainerClient, blob_name: str) -> Iterable[list[s
                       quotechar='"', doublequote=True, strict=True)
 
 
-def output_container(location: dict[str, str], wasb: BlobServiceClient, ml_client: Any) -> ContainerClient:
+def output_container(location: dict[str, str], wasb: BlobServiceClient, aml_hook: Any) -> ContainerClient:
     """The container of the output file, on the account its datastore points at.
 
     The wasb connection's account when it is the same one; otherwise a client for the
@@ -183,7 +183,7 @@ def output_container(location: dict[str, str], wasb: BlobServiceClient, ml_clien
     account = location.get("account_name") or ""
     if not account or account == wasb.account_name:
         return wasb.get_container_client(location["container"])
-    store = ml_client.datastores.get(location["datastore"], include_secrets=True)
+    store = aml_hook.get_datastore(location["datastore"], include_secrets=True)
     url = f"{getattr(store, 'protocol', None) or 'https'}://{account}.blob.{getattr(store, 'endpoint', None) or 'core.windows.net'}"
     credentials = getattr(store, "credentials", None)
     secret = getattr(credentials, "account_key", None) or getattr(credentials, "sas_token", None)

@@ -12,6 +12,7 @@ table (``DagConfig.price_table``); a VM size without a price gives a cost of
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 SPOT, DEDICATED = "spot", "dedicated"
@@ -25,11 +26,12 @@ def _parse(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def batch_node_records(client: Any, pool_id: str) -> dict[str, Any]:
-    """The pool's nodes as Batch lists them now (id, spot or dedicated, allocation time), JSON-safe."""
+def batch_node_records(pool_nodes: Iterable[Any], pool_id: str) -> dict[str, Any]:
+    """The pool's nodes as Batch lists them now (``BatchHook.pool_nodes``: id, spot or dedicated,
+    allocation time), JSON-safe."""
     now = dt.datetime.now(dt.timezone.utc)
     nodes = []
-    for node in client.list_nodes(pool_id, select=["id", "isDedicated", "allocationTime", "state"]):
+    for node in pool_nodes:
         nodes.append({
             "node_id": node.id,
             "priority": DEDICATED if node.is_dedicated else SPOT,
@@ -39,10 +41,11 @@ def batch_node_records(client: Any, pool_id: str) -> dict[str, Any]:
     return {"pool_id": pool_id, "recorded_at": now.isoformat(), "nodes": nodes}
 
 
-def batch_shard_records(client: Any, job_id: str, images_per_shard: dict[str, int]) -> list[dict[str, Any]]:
-    """One record per task (shard): the node it ran on, its duration and images, from the job's task list."""
+def batch_shard_records(job_tasks: Iterable[Any], images_per_shard: dict[str, int]) -> list[dict[str, Any]]:
+    """One record per task (shard): the node it ran on, its duration and images, from the job's
+    task list (``BatchHook.job_tasks``)."""
     shards = []
-    for task in client.list_tasks(job_id, select=["id", "executionInfo", "nodeInfo", "state"]):
+    for task in job_tasks:
         info, node = task.execution_info, task.node_info
         seconds = None
         if info and info.start_time and info.end_time:

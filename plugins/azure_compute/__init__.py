@@ -1,8 +1,11 @@
 """Airflow building blocks for Azure Batch and Azure Machine Learning.
 
-Shaped like a provider package: ``hooks`` wrap the official SDK clients,
-``operators`` act, ``triggers`` poll asynchronously in the triggerer,
-``sensors`` wait, and ``links`` point to the Azure portal. The package lives in
+Shaped like a provider package: ``hooks`` wrap the official SDK clients and make
+every Azure call; ``operators`` act (``operators/base.py``: the hook, its connection and
+the check-once-then-defer wait, shared with the sensors); ``triggers`` poll
+asynchronously in the triggerer (``triggers/base.py``: the one wait loop); ``sensors``
+wait; ``links`` point to the Azure portal (``links/base.py``: URLs kept in XCom).
+``batch_progress`` holds the pure decisions poke and deferred mode share. The package lives in
 the Airflow plugins folder, which every Airflow component (scheduler, worker,
 triggerer, API server) puts on its import path.
 """

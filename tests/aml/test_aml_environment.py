@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import yaml
+from azure_compute.operators.aml import make_environment
 
 from include.scoring.aml_environment import CONDA_FILE, scoring_environment
 
@@ -40,5 +41,7 @@ def test_the_dag_and_a_deployment_use_the_same_environment(parse_monthly_dag):
     assert env.conda_file == yaml.safe_load(CONDA_FILE.read_text())
     with parse_monthly_dag(MONTHLY_DETECTION_AML_IMAGE="example.azurecr.io/yolo-aml-base:1") as dag:
         submit = dag.get_task("submit")
-        assert submit.environment.image == env.image
-        assert submit.environment.conda_file == env.conda_file
+        # The DAG names the image and the conda spec; the Environment is built when the task runs.
+        built = make_environment(submit.image, conda_file=submit.conda_file)
+        assert built.image == env.image
+        assert built.conda_file == env.conda_file

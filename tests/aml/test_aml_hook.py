@@ -26,6 +26,17 @@ def test_default_datastore_and_input_datastore_map_to_azurite(aml_conn_id: str) 
     assert images.credentials.account_key  # listSecrets hands out Azurite's key
 
 
+
+def test_the_hook_names_the_storage_behind_a_datastore(aml_conn_id: str) -> None:
+    """What the merge step needs to find the output file: the account, endpoint and container, no secret."""
+    hook = AzureMLHook(aml_conn_id)
+    location = hook.datastore_location("images")
+    assert location["container"] == "aml-test-images" and location["account_name"] and location["endpoint"]
+    assert not getattr(hook.get_datastore("images").credentials, "account_key", None)
+    assert hook.get_datastore("images", include_secrets=True).credentials.account_key
+    assert hook.find_compute("no-such-cluster") is None
+
+
 def test_wrong_token_gets_a_clear_authentication_error(local_aml, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AZURE_ML_BAD", local_aml.connection_json(token="not-the-token"))
     hook = AzureMLHook("azure_ml_bad")

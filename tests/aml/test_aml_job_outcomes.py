@@ -207,6 +207,9 @@ def test_job_moves_through_its_states_in_order(aml_conn_id, local_aml, toy_code)
     assert run.run_id == name and run.status == "Completed"
     assert run.created_utc <= run.start_time_utc <= run.end_time_utc
     assert run.last_start_time_utc == run.start_time_utc
+    # The hook hands the DAG these times as ISO strings, the shape the usage module reads.
+    assert hook.get_job_times(name) == {"start_time": run.start_time_utc.isoformat(),
+                                        "end_time": run.end_time_utc.isoformat()}
 
 
 def test_restart_during_a_run_runs_the_job_again_to_completion(aml_conn_id, local_aml, toy_code):

@@ -141,7 +141,7 @@ def test_trigger_runs_on_an_event_loop_to_done_and_to_error(batch_connections, l
             return event.payload
 
     done = asyncio.run(first_event(AzureBatchJobTrigger(job_id, 3, "azure_batch_default", 0.5, time.time() + 120)))
-    assert done["status"] == "done" and done["counts"]["succeeded"] == 3
+    assert done["status"] == "success" and done["counts"]["succeeded"] == 3
     missing = asyncio.run(first_event(AzureBatchJobTrigger("no-such-job", 1, "azure_batch_default", 0.5, time.time() + 60)))
     assert missing["status"] == "error" and "ResourceNotFound" in missing["message"]
     # The trigger serializes to a class path the triggerer can import from the plugins folder.
@@ -266,3 +266,36 @@ def test_the_job_link_opens_the_account_page_since_a_job_is_not_an_arm_resource(
     assert account.endswith("/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Batch/batchAccounts/acct1")
     assert AzureBatchJobLink.url(account, "monthly-202401-x") == account
     assert AzureBatchPoolLink.url(account, "yolo-gpu-1") == account + "/pools/yolo-gpu-1"  # pools are ARM resources
+
+
+def test_the_hook_lists_the_node_and_task_records_the_cost_summary_reads(batch_connections, local_batch):
+    pool_id, job_id = _ids()
+    _pool_and_job(local_batch.client(), pool_id, job_id)
+    hook = BatchHook()
+    hook.add_tasks(job_id, [batch_models.BatchTaskCreateOptions(id="t0", command_line=f"{sys.executable} -c pass")])
+    hook.wait_for_pool(pool_id, lambda p: p.current_dedicated_nodes == 1, 0.2, 60)
+    nodes = hook.pool_nodes(pool_id)
+    assert len(nodes) == 1 and nodes[0].is_dedicated is True and nodes[0].allocation_time is not None
+    deadline = time.monotonic() + 60
+    while hook.task_counts(job_id).completed < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [task] = hook.job_tasks(job_id)
+    assert task.id == "t0" and task.execution_info.exit_code == 0 and task.node_info.pool_id == pool_id
+    assert task.execution_info.start_time <= task.execution_info.end_time
+
+
+def test_a_link_that_cannot_be_built_is_a_warning_not_a_failed_task(batch_connections, caplog):
+    """Building the portal URL reads the connection; a missing one must not fail the task that records it."""
+    from azure_compute.links.batch import AzureBatchPoolLink
+
+    stored = []
+
+    class _Ti:
+        def xcom_push(self, key, value):
+            stored.append((key, value))
+
+    AzureBatchPoolLink.persist({"ti": _Ti()}, lambda: AzureBatchPoolLink.url(
+        BatchHook(azure_batch_conn_id="no_such_connection").account_portal_url(), "pool-1"))
+    assert stored == [] and "the 'Azure Batch pool' link was not recorded" in caplog.text
+    AzureBatchPoolLink.persist({"ti": _Ti()}, lambda: AzureBatchPoolLink.url(BatchHook().account_portal_url(), "pool-1"))
+    assert stored == [("azure_batch_pool_url", "https://portal.azure.com/#browse/Microsoft.Batch%2FbatchAccounts")]

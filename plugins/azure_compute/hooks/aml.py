@@ -309,6 +309,53 @@ class AzureMLHook(BaseHook):
         code = getattr(inner, "code", None)
         return f"{code}: {message}" if code and message and not message.startswith(code) else message
 
+    def get_job_times(self, name: str) -> dict[str, str] | None:
+        """``{"start_time", "end_time"}`` (ISO 8601) of a job from its run-history record; None while either is unset.
+
+        The jobs API (``MLClient.jobs.get``) carries no run times; Azure ML's run history does
+        (``Run.start_time_utc``/``end_time_utc``, azure/ai/ml/_restclient/runhistory/models), and
+        the SDK reads it through ``MLClient.jobs._runs_operations.get_run`` (a private attribute).
+        Errors propagate (no run history at all: the caller says what it then does without).
+        """
+        run = self.client.jobs._runs_operations.get_run(name)  # noqa: SLF001 - no public call (see above)
+        start, end = getattr(run, "start_time_utc", None), getattr(run, "end_time_utc", None)
+        if start and end:
+            return {"start_time": start.isoformat(), "end_time": end.isoformat()}
+        return None
+
+    def invoke_batch_endpoint(self, **kwargs: Any):
+        """Start a batch endpoint job (``MLClient.batch_endpoints.invoke``'s arguments)."""
+        return self.client.batch_endpoints.invoke(**kwargs)
+
+    # --- compute and datastores ---------------------------------------------
+
+    def find_compute(self, name: str):
+        """The compute target called name, or None when the workspace has none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.client.compute.get(name)
+        except ResourceNotFoundError:
+            return None
+
+    def create_or_update_compute(self, compute: Any) -> None:
+        """Create or update a compute target and wait until the workspace accepted it."""
+        self.client.compute.begin_create_or_update(compute).result()
+
+    def get_datastore(self, name: str, *, include_secrets: bool = False):
+        """A datastore: its ``account_name``, ``container_name``, ``endpoint``, ``protocol``
+        and, with ``include_secrets``, its ``credentials`` (account key or SAS)."""
+        return self.client.datastores.get(name, include_secrets=include_secrets)
+
+    def datastore_location(self, name: str) -> dict[str, str]:
+        """The storage behind a datastore: ``account_name``, ``endpoint`` and ``container`` ('' when unset)."""
+        store = self.get_datastore(name)
+        return {
+            "account_name": getattr(store, "account_name", "") or "",
+            "endpoint": getattr(store, "endpoint", "") or "",
+            "container": getattr(store, "container_name", "") or "",
+        }
+
     def cancel_job(self, name: str) -> None:
         """Ask the service to cancel the job and wait until it accepted."""
         self.client.jobs.begin_cancel(name).result()

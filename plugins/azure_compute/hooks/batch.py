@@ -28,7 +28,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from airflow.providers.microsoft.azure.hooks.batch import AzureBatchHook
 
-from azure_compute.batch_progress import wire_value
+from azure_compute.batch_progress import JobProgress, PoolReadiness, wire_value
 from azure_compute.hooks.batch_retry import AsyncBatchRetryPolicy, BatchRetryPolicy
 
 #: Azure Batch accepts at most 100 tasks and 1 MB per add-collection request.
@@ -143,7 +143,38 @@ class BatchHook(AzureBatchHook):
             )
         return BatchClient(endpoint=account_url, credential=credential, retry_policy=BatchRetryPolicy())
 
+    def account_portal_url(self) -> str:
+        """The Batch account's page in the Azure portal, from the connection's extras (for links)."""
+        from azure_compute.links.batch import batch_account_portal_url
+
+        extras = self.get_connection(self.conn_id).extra_dejson
+        return batch_account_portal_url(
+            extras.get("account_url", ""), extras.get("subscription_id"), extras.get("resource_group")
+        )
+
     # -- pools -------------------------------------------------------------
+    def create_pool(self, options: batch_models.BatchPoolCreateOptions) -> None:
+        self.client.create_pool(options)
+
+    def enable_auto_scale(self, pool_id: str, formula: str, evaluation_interval: Any) -> None:
+        self.client.enable_pool_auto_scale(
+            pool_id,
+            batch_models.BatchPoolEnableAutoScaleOptions(
+                auto_scale_formula=formula, auto_scale_evaluation_interval=evaluation_interval,
+            ),
+        )
+
+    def pool_readiness(self, pool_id: str) -> PoolReadiness:
+        """The pool's allocation state, node states and resize errors (a GET and a node listing)."""
+        pool = self.client.get_pool(pool_id)
+        states = [node.state for node in self.client.list_nodes(pool_id, select=["id", "state"])]
+        errors = [f"{e.code}: {e.message}" for e in (pool.resize_errors or [])]
+        return PoolReadiness.from_pool(pool.allocation_state, states, errors)
+
+    def pool_nodes(self, pool_id: str) -> list[batch_models.BatchNode]:
+        """The pool's nodes now, with ``id``, ``is_dedicated``, ``allocation_time`` and ``state`` (for cost records)."""
+        return list(self.client.list_nodes(pool_id, select=["id", "isDedicated", "allocationTime", "state"]))
+
     def get_pool(self, pool_id: str) -> batch_models.BatchPool | None:
         """The pool, or None when it does not exist (``pool_exists`` raises on a missing pool)."""
         try:
@@ -204,6 +235,27 @@ class BatchHook(AzureBatchHook):
             return self.client.get_job(job_id)
         except ResourceNotFoundError:
             return None
+
+    def create_job(self, options: batch_models.BatchJobCreateOptions) -> None:
+        self.client.create_job(options)
+
+    def terminate_job_when_tasks_complete(self, job_id: str) -> None:
+        """Switch the job to ``onAllTasksComplete=terminatejob`` (once every task is in)."""
+        self.client.update_job(job_id, batch_models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+
+    def job_progress(self, job_id: str, expected_tasks: int) -> JobProgress:
+        """Task counts, plus the job's state when tasks remain and none runs.
+
+        A terminated job (by hand, or past its ``maxWallClockTime``) ends its running tasks and leaves
+        the unstarted ones active for ever (``Job_Terminate``), so only a poll that sees nothing
+        running needs the job's state: one request per poll while tasks run, two while none does.
+        """
+        counts = self.task_counts(job_id)
+        progress = JobProgress.from_counts(counts)
+        if not progress.counts_done(expected_tasks) and progress.running == 0:
+            job = self.client.get_job(job_id, select=["id", "state", "executionInfo"])
+            progress = JobProgress.from_counts(counts, job)
+        return progress
 
     def terminate_job(self, job_id: str, reason: str) -> bool:
         """Terminate an active job; False when it is missing or already completed."""
@@ -277,6 +329,10 @@ class BatchHook(AzureBatchHook):
     def task_counts(self, job_id: str) -> batch_models.BatchTaskCounts:
         """Task counts of a job in one request (never lists the tasks)."""
         return self.client.get_job_task_counts(job_id).task_counts
+
+    def job_tasks(self, job_id: str) -> list[batch_models.BatchTask]:
+        """Every task of the job with ``id``, ``execution_info``, ``node_info`` and ``state`` (for shard records)."""
+        return list(self.client.list_tasks(job_id, select=["id", "executionInfo", "nodeInfo", "state"]))
 
     def failed_tasks(self, job_id: str, limit: int = 20, stderr_bytes: int = 2000) -> list[FailedTask]:
         """Completed tasks whose result is failure, with exit codes and stderr tails.

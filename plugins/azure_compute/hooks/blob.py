@@ -55,6 +55,10 @@ class BlobSasHook(WasbHook):
         _mask(token)
         return token
 
+    def read_text(self, container: str, blob: str) -> str:
+        """A blob's content as UTF-8 text (raises ResourceNotFoundError when it is missing)."""
+        return self.get_conn().get_blob_client(container, blob).download_blob().readall().decode("utf-8")
+
     def container_url(self, container: str) -> str:
         """The container's URL without any credential."""
         return self.get_conn().get_container_client(container).url

@@ -1,19 +1,13 @@
 """Extra links from Batch operators to the pool and job in the Azure portal.
 
 The URL is built when the operator runs (it knows the account and the ids) and
-kept in XCom; the link only reads it back, so the UI needs no connection.
+kept in XCom (``links/base.py``); the link only reads it back, so the UI needs no connection.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote, urlparse
 
-from airflow.sdk import BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
-
-if TYPE_CHECKING:
-    from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
+from azure_compute.links.base import PersistedLink
 
 PORTAL = "https://portal.azure.com/#@/resource"
 
@@ -29,20 +23,7 @@ def batch_account_portal_url(account_url: str, subscription_id: str | None, reso
     )
 
 
-class _PersistedLink(BaseOperatorLink):
-    """A link whose URL an operator stored in XCom under ``key``."""
-
-    key: ClassVar[str]
-
-    def get_link(self, operator, *, ti_key: "TaskInstanceKey") -> str:
-        return XCom.get_value(key=self.key, ti_key=ti_key) or ""
-
-    @classmethod
-    def persist(cls, context: "Context", url: str) -> None:
-        context["ti"].xcom_push(key=cls.key, value=url)
-
-
-class AzureBatchPoolLink(_PersistedLink):
+class AzureBatchPoolLink(PersistedLink):
     name = "Azure Batch pool"
     key = "azure_batch_pool_url"
 
@@ -51,7 +32,7 @@ class AzureBatchPoolLink(_PersistedLink):
         return f"{account_page}/pools/{quote(pool_id)}" if "/batchAccounts/" in account_page else account_page
 
 
-class AzureBatchJobLink(_PersistedLink):
+class AzureBatchJobLink(PersistedLink):
     """The Batch account's page: a job is not an ARM resource, so it has no portal page of its own.
 
     A pool is (``Microsoft.Batch/batchAccounts/pools``), which is why the pool link can point at it.

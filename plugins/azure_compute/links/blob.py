@@ -5,26 +5,18 @@ to the output container, as any published file does.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from airflow.sdk import BaseOperatorLink
-from airflow.sdk.execution_time.xcom import XCom
-
-if TYPE_CHECKING:
-    from airflow.sdk.types import TaskInstanceKey
+from azure_compute.links.base import PersistedLink
 
 #: XCom key under which the publish task records the report's URL.
 REPORT_URL_XCOM_KEY = "monthly_report_url"
 
 
-class MonthlyReportLink(BaseOperatorLink):
+class MonthlyReportLink(PersistedLink):
     """'Monthly report' button: the report.html the task published."""
 
     name = "Monthly report"
+    key = REPORT_URL_XCOM_KEY
 
-    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
-        return XCom.get_value(key=REPORT_URL_XCOM_KEY, ti_key=ti_key) or ""
-
-    @staticmethod
-    def persist(context: Any, url: str) -> None:
-        context["ti"].xcom_push(key=REPORT_URL_XCOM_KEY, value=url.split("?")[0])
+    @classmethod
+    def clean(cls, url: str) -> str:
+        return url.split("?")[0]  # never a SAS in a link

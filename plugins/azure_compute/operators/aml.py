@@ -4,6 +4,9 @@ The scoring pipeline has one `parallel_run_function` step that runs an entry scr
 with the Azure ML batch contract (``init()`` once per worker, ``run(mini_batch)`` per
 mini batch) over every file of a ``uri_folder`` and appends the rows that ``run``
 returns to one output file (``append_row_to``).
+
+Every operator here is an ``AzureMLBaseOperator`` (``operators/base.py``): one cached
+``AzureMLHook`` that makes every SDK call, and one check-once-then-defer wait.
 """
 from __future__ import annotations
 
@@ -11,15 +14,15 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
-from azure_compute.hooks.aml import JOB_TERMINAL_STATES, AzureMLHook, job_status
+from azure_compute.hooks.aml import AzureMLHook, job_status
 from azure_compute.links.aml import AzureMLStudioJobLink
-from azure_compute.triggers.aml import AzureMLJobTrigger, job_event
+from azure_compute.operators.base import DEFAULT_DEFERRABLE, DEFER_MARGIN_AZURE_ML, AzureComputeBase
+from azure_compute.triggers.aml import AzureMLJobTrigger
+from azure_compute.triggers.base import SUCCESS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -222,66 +225,50 @@ class AzureMLJobFailedError(RuntimeError):
 
 def raise_for_event(event: dict[str, Any]) -> str:
     """The job name of a successful trigger event; raises AzureMLJobFailedError otherwise."""
-    if event.get("status") == "success":
+    if event.get("status") == SUCCESS:
         return event["job_name"]
     link = f" (see {event['studio_url']})" if event.get("studio_url") else ""
     raise AzureMLJobFailedError(f"{event.get('message')}{link}")
 
 
-class _WaitsForJob:
-    """Shared waiting logic: check once, then defer to the trigger or poll in the worker."""
+class AzureMLBase(AzureComputeBase[AzureMLHook]):
+    """An Azure ML operator or sensor: ``self.hook`` is an ``AzureMLHook`` for ``azure_ml_conn_id``."""
 
+    hook_class = AzureMLHook
+    conn_id_field = "azure_ml_conn_id"
+    defer_margin = DEFER_MARGIN_AZURE_ML
     azure_ml_conn_id: str
-    deferrable: bool
+
+
+class AzureMLBaseOperator(AzureMLBase, BaseOperator):
+    """An Azure ML operator."""
+
+
+class _WaitsForJob(AzureMLBaseOperator):
+    """Waits for the job it submitted: check once, then defer to the trigger or poll in the worker."""
+
     poll_interval: float
     timeout: float | None
-    log: Any
-
-    @cached_property
-    def hook(self) -> AzureMLHook:
-        return AzureMLHook(self.azure_ml_conn_id)
 
     def _wait(self, context: Context, job_name: str) -> str:
-        hook = self.hook
-        job = hook.get_job(job_name)
-        if job_status(job) in JOB_TERMINAL_STATES:
-            return self._finish(context, job_event(hook, job))
-        trigger = AzureMLJobTrigger(
-            job_name=job_name,
-            azure_ml_conn_id=self.azure_ml_conn_id,
-            poll_interval=float(self.poll_interval),
-            timeout=float(self.timeout) if self.timeout else None,
-        )
-        if self.deferrable:
-            self.log.info("Azure ML job %s is %s; deferring the wait to the triggerer", job_name, job_status(job))
-            self.defer(  # type: ignore[attr-defined]
-                trigger=trigger,
-                method_name="execute_complete",
-                timeout=timedelta(seconds=float(self.timeout) + 300) if self.timeout else None,
-            )
-        return self._finish(context, asyncio_run_first_event(trigger))
+        timeout = float(self.timeout) if self.timeout else None
+        trigger = AzureMLJobTrigger(job_name=job_name, azure_ml_conn_id=self.azure_ml_conn_id,
+                                    poll_interval=float(self.poll_interval), timeout=timeout)
+        return self.wait_for(context, trigger, "execute_complete", timeout)
 
-    def _finish(self, context: Context, event: dict[str, Any]) -> str:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         self.log.info("%s", event.get("message"))
         return raise_for_event(event)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
-        return self._finish(context, event)
-
 
 def asyncio_run_first_event(trigger: AzureMLJobTrigger) -> dict[str, Any]:
-    """Run the trigger in this process until its first event (the non-deferrable wait)."""
+    """Run the trigger in this process until its first event (kept for callers of the old name)."""
     import asyncio
 
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise RuntimeError("the Azure ML trigger ended without an event")
-
-    return asyncio.run(first())
+    return asyncio.run(trigger.first_event())
 
 
-class AzureMLEnsureComputeOperator(BaseOperator):
+class AzureMLEnsureComputeOperator(AzureMLBaseOperator):
     """Create an Azure ML compute cluster (AmlCompute) if it is missing; reuse it when compatible.
 
     An existing cluster is reused when its VM size and tier match (Azure cannot change
@@ -334,10 +321,8 @@ class AzureMLEnsureComputeOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         from azure.ai.ml.entities import AmlCompute
-        from azure.core.exceptions import ResourceNotFoundError
 
         self._validate()
-        client = AzureMLHook(self.azure_ml_conn_id).client
         wanted = AmlCompute(
             name=self.compute_name,
             size=self.size,
@@ -346,12 +331,11 @@ class AzureMLEnsureComputeOperator(BaseOperator):
             max_instances=int(self.max_instances),
             idle_time_before_scale_down=int(self.idle_time_before_scale_down),
         )
-        try:
-            existing = client.compute.get(self.compute_name)
-        except ResourceNotFoundError:
+        existing = self.hook.find_compute(self.compute_name)
+        if existing is None:
             self.log.info("Creating compute cluster %s (%s, %s, %s-%s nodes)", self.compute_name, self.size,
                           self.tier, self.min_instances, self.max_instances)
-            client.compute.begin_create_or_update(wanted).result()
+            self.hook.create_or_update_compute(wanted)
             return self.compute_name
         problems = []
         if getattr(existing, "type", None) != "amlcompute":
@@ -368,13 +352,13 @@ class AzureMLEnsureComputeOperator(BaseOperator):
         scale = (existing.min_instances, existing.max_instances, int(existing.idle_time_before_scale_down or 0))
         if scale != (wanted.min_instances, wanted.max_instances, wanted.idle_time_before_scale_down):
             self.log.info("Updating the scale settings of compute %s from %s", self.compute_name, scale)
-            client.compute.begin_create_or_update(wanted).result()
+            self.hook.create_or_update_compute(wanted)
         else:
             self.log.info("Reusing compute cluster %s", self.compute_name)
         return self.compute_name
 
 
-class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
+class AzureMLSubmitPipelineJobOperator(_WaitsForJob):
     """Submit the parallel scoring pipeline for one folder, and (by default) wait for it.
 
     Idempotent: the job name is derived from the DAG, the run and the month (or given),
@@ -449,7 +433,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
         job_name: str | None = None,
         tags: dict[str, str] | None = None,
         wait_for_completion: bool = True,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = DEFAULT_DEFERRABLE,
         poll_interval: float = 30.0,
         timeout: float | None = None,
         azure_ml_conn_id: str = AzureMLHook.default_conn_name,
@@ -555,7 +539,7 @@ class AzureMLSubmitPipelineJobOperator(_WaitsForJob, BaseOperator):
             self.log.info("Submitting Azure ML pipeline job %s for %s/%s", job_name, self.input_datastore, self.input_path)
             hook.submit_job(job, experiment_name=self.experiment_name)
         self._submitted_job = job_name
-        AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
+        AzureMLStudioJobLink.persist(context, lambda: hook.studio_url(job_name))
         context["ti"].xcom_push(key="predictions", value=predictions_location(hook, job, self.output_file_name))
         if not self.wait_for_completion:
             return job_name
@@ -576,15 +560,8 @@ def predictions_location(hook: AzureMLHook, job: PipelineJob, file_name: str) ->
 
 def output_file_location(hook: AzureMLHook, datastore: str, path: str) -> dict[str, str]:
     """A file on a datastore, with the storage container behind it (what a merge step reads)."""
-    store = hook.client.datastores.get(datastore)
-    return {
-        "uri": f"azureml://datastores/{datastore}/paths/{path}",
-        "datastore": datastore,
-        "account_name": getattr(store, "account_name", "") or "",
-        "endpoint": getattr(store, "endpoint", "") or "",
-        "container": getattr(store, "container_name", "") or "",
-        "path": path,
-    }
+    return {"uri": f"azureml://datastores/{datastore}/paths/{path}", "datastore": datastore,
+            **hook.datastore_location(datastore), "path": path}
 
 
 def datastore_uri(datastore: str, path: str) -> str:
@@ -597,7 +574,7 @@ def datastore_uri(datastore: str, path: str) -> str:
     return f"azureml://datastores/{datastore}/paths/{clean}/"
 
 
-class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
+class AzureMLInvokeBatchEndpointOperator(_WaitsForJob):
     """Invoke a batch endpoint deployment (the init()/run() scoring contract) for one folder, and wait.
 
     The deployment (code, scoring script, environment, model, mini batch size, retries,
@@ -639,7 +616,7 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
         month: str | None = None,
         job_name: str | None = None,
         wait_for_completion: bool = True,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = DEFAULT_DEFERRABLE,
         poll_interval: float = 30.0,
         timeout: float | None = None,
         azure_ml_conn_id: str = AzureMLHook.default_conn_name,
@@ -682,7 +659,7 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
         else:
             self.log.info("Invoking batch endpoint %s (%s) for %s", self.endpoint_name,
                           self.deployment_name or "default deployment", input_uri)
-            hook.client.batch_endpoints.invoke(
+            hook.invoke_batch_endpoint(
                 endpoint_name=self.endpoint_name,
                 deployment_name=self.deployment_name,
                 input=Input(type="uri_folder", path=input_uri),
@@ -691,7 +668,7 @@ class AzureMLInvokeBatchEndpointOperator(_WaitsForJob, BaseOperator):
                 experiment_name=self.experiment_name,
             )
         self._submitted_job = job_name
-        AzureMLStudioJobLink.persist(context, hook.studio_url(job_name))
+        AzureMLStudioJobLink.persist(context, lambda: hook.studio_url(job_name))
         context["ti"].xcom_push(
             key="predictions",
             value=output_file_location(hook, self.output_datastore, f"{output_folder}/{file_name}"),

@@ -2,7 +2,8 @@
 
 Each operator does one thing and is safe to retry: a retried Airflow task finds
 the pool, job or tasks its earlier attempt created and carries on from there.
-Waiting happens in ``azure_compute.sensors.batch`` (deferrable).
+Waiting happens in ``azure_compute.sensors.batch`` (deferrable); the hook, its connection and
+the check-once-then-defer wait come from ``operators/base.py``, every SDK call from the hook.
 """
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from azure.batch import models as batch_models
 from azure.core.exceptions import ResourceNotFoundError
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
+from azure_compute.batch_progress import wire_value
 from azure_compute.hooks.batch import BatchHook
 from azure_compute.hooks.blob import READ_PERMISSIONS, WRITE_PERMISSIONS, BlobSasHook
-from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink, batch_account_portal_url
-from azure_compute.batch_progress import wire_value
+from azure_compute.links.batch import AzureBatchJobLink, AzureBatchPoolLink
+from azure_compute.operators.base import DEFAULT_DEFERRABLE, AzureComputeBase
 from azure_compute.triggers.batch import AzureBatchPoolNodesTrigger, AzureBatchPoolSettledTrigger
 
 if TYPE_CHECKING:
@@ -46,31 +47,25 @@ def check_batch_id(kind: str, value: str) -> str:
     return value
 
 
-def _wait_on(operator: BaseOperator, context: Context, trigger, method_name: str, timeout: float, deferrable: bool):
-    """Wait on ``trigger``: deferred (no worker slot held), or its own loop here in poke mode.
+class AzureBatchBase(AzureComputeBase[BatchHook]):
+    """A Batch operator or sensor: ``self.hook`` is a ``BatchHook`` for ``azure_batch_conn_id``."""
 
-    Either way ``method_name(context, event)`` receives the trigger's event, so both modes decide alike.
-    """
-    if deferrable:
-        operator.defer(trigger=trigger, method_name=method_name, timeout=timedelta(seconds=timeout + 60))
-    import asyncio
+    hook_class = BatchHook
+    conn_id_field = "azure_batch_conn_id"
+    azure_batch_conn_id: str
 
-    async def first_event():
-        async for event in trigger.run():
-            return event.payload
+    def persist_pool_link(self, context: Context, pool_id: str) -> None:
+        AzureBatchPoolLink.persist(context, lambda: AzureBatchPoolLink.url(self.hook.account_portal_url(), pool_id))
 
-    return getattr(operator, method_name)(context, asyncio.run(first_event()))
+    def persist_job_link(self, context: Context, job_id: str) -> None:
+        AzureBatchJobLink.persist(context, lambda: AzureBatchJobLink.url(self.hook.account_portal_url(), job_id))
 
 
-def _account_page(hook: BatchHook) -> str:
-    conn = hook.get_connection(hook.conn_id)
-    extras = conn.extra_dejson
-    return batch_account_portal_url(
-        extras.get("account_url", ""), extras.get("subscription_id"), extras.get("resource_group")
-    )
+class AzureBatchBaseOperator(AzureBatchBase, BaseOperator):
+    """A Batch operator."""
 
 
-class AzureBatchEnsurePoolOperator(BaseOperator):
+class AzureBatchEnsurePoolOperator(AzureBatchBaseOperator):
     """Create a Batch pool if it is missing, reuse it when compatible, and wait for nodes.
 
     An existing pool is reused only when its VM size and image match; otherwise
@@ -133,8 +128,8 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         min_ready_nodes: int = 1,
         node_wait_timeout: float = 30 * 60,
         poll_interval: float = 30,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        azure_batch_conn_id: str = "azure_batch_default",
+        deferrable: bool = DEFAULT_DEFERRABLE,
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -156,10 +151,6 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.deferrable = deferrable
         self.azure_batch_conn_id = azure_batch_conn_id
-
-    @cached_property
-    def hook(self) -> BatchHook:
-        return BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
 
     def _validate(self) -> None:
         check_batch_id("pool_id", self.pool_id)
@@ -245,12 +236,12 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         self._validate()
-        AzureBatchPoolLink.persist(context, AzureBatchPoolLink.url(_account_page(self.hook), self.pool_id))
+        self.persist_pool_link(context, self.pool_id)
         pool = self.hook.get_pool(self.pool_id)
         if pool is None:
             self.log.info("creating pool %s (%s)", self.pool_id, self.vm_size)
             try:
-                self.hook.client.create_pool(self._pool_options())
+                self.hook.create_pool(self._pool_options())
             except Exception as err:
                 if getattr(getattr(err, "error", None), "code", None) != "PoolExists":
                     raise
@@ -271,7 +262,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             pool_id=self.pool_id, want="steady", azure_batch_conn_id=self.azure_batch_conn_id,
             poll_interval=self.poll_interval, end_time=time.time() + self.node_wait_timeout,
         )
-        return _wait_on(self, context, trigger, "resume_after_steady", self.node_wait_timeout, self.deferrable)
+        return self.wait_for(context, trigger, "resume_after_steady", self.node_wait_timeout)
 
     def resume_after_steady(self, context: Context, event: dict[str, Any]) -> str:
         """The reused pool settled: resize it to the wanted targets (it may have vanished meanwhile)."""
@@ -294,13 +285,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         if self.auto_scale_formula:
             if not pool.enable_auto_scale or pool.auto_scale_formula != self.auto_scale_formula:
                 self.log.info("pool %s: enabling autoscale formula", self.pool_id)
-                self.hook.client.enable_pool_auto_scale(
-                    self.pool_id,
-                    batch_models.BatchPoolEnableAutoScaleOptions(
-                        auto_scale_formula=self.auto_scale_formula,
-                        auto_scale_evaluation_interval=self.auto_scale_evaluation_interval,
-                    ),
-                )
+                self.hook.enable_auto_scale(self.pool_id, self.auto_scale_formula, self.auto_scale_evaluation_interval)
             return "autoscale"
         wanted = (int(self.target_dedicated_nodes), int(self.target_low_priority_nodes))
         settling = wire_value(pool.allocation_state) != "steady"
@@ -316,7 +301,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
             azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poll_interval,
             end_time=time.time() + self.node_wait_timeout,
         )
-        return _wait_on(self, context, trigger, "execute_complete", self.node_wait_timeout, self.deferrable)
+        return self.wait_for(context, trigger, "execute_complete", self.node_wait_timeout)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         if event.get("status") != "success":
@@ -325,7 +310,7 @@ class AzureBatchEnsurePoolOperator(BaseOperator):
         return self.pool_id
 
 
-class AzureBatchCreateJobOperator(BaseOperator):
+class AzureBatchCreateJobOperator(AzureBatchBaseOperator):
     """Create a Batch job with a deterministic id, or re-attach to it on retry.
 
     The id comes from the DAG, the month and the run (see the DAG), so a retried
@@ -355,7 +340,7 @@ class AzureBatchCreateJobOperator(BaseOperator):
         max_task_retry_count: int = 2,
         max_wall_clock_time: timedelta = timedelta(hours=12),
         metadata: dict[str, str] | None = None,
-        azure_batch_conn_id: str = "azure_batch_default",
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -371,12 +356,12 @@ class AzureBatchCreateJobOperator(BaseOperator):
         check_batch_id("pool_id", self.pool_id)
         if self.max_task_retry_count < -1:
             raise ValueError(f"max_task_retry_count must be >= -1, got {self.max_task_retry_count}")
-        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-        AzureBatchJobLink.persist(context, AzureBatchJobLink.url(_account_page(hook), self.job_id))
+        hook = self.hook
+        self.persist_job_link(context, self.job_id)
         job = hook.get_job(self.job_id)
         if job is None:
             try:
-                hook.client.create_job(
+                hook.create_job(
                     batch_models.BatchJobCreateOptions(
                         id=self.job_id,
                         pool_info=batch_models.BatchPoolInfo(pool_id=self.pool_id),
@@ -401,7 +386,7 @@ class AzureBatchCreateJobOperator(BaseOperator):
         return self.job_id
 
 
-class AzureBatchAddTasksOperator(BaseOperator):
+class AzureBatchAddTasksOperator(AzureBatchBaseOperator):
     """Add one Batch task per shard, in bulk, adding only what is missing.
 
     Tasks are described without any credential; this operator mints the SAS
@@ -451,7 +436,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
         sas_expiry: timedelta = timedelta(hours=24),
         max_task_retry_count: int | None = None,
         max_wall_clock_time: timedelta | None = timedelta(hours=2),
-        azure_batch_conn_id: str = "azure_batch_default",
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         wasb_conn_id: str = "wasb_default",
         **kwargs: Any,
     ) -> None:
@@ -474,8 +459,8 @@ class AzureBatchAddTasksOperator(BaseOperator):
         duplicates = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
         if duplicates:
             raise ValueError(f"duplicate task ids: {', '.join(duplicates[:10])}")
-        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-        AzureBatchJobLink.persist(context, AzureBatchJobLink.url(_account_page(hook), self.job_id))
+        hook = self.hook
+        self.persist_job_link(context, self.job_id)
         job = hook.get_job(self.job_id)
         if job is None:
             raise ValueError(f"job {self.job_id} does not exist; create it first")
@@ -495,7 +480,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
         result = hook.add_tasks(self.job_id, [self._task(spec, sas) for spec in specs])
         self.log.info("job %s: %d tasks added, %d already there (%d requests)",
                       self.job_id, len(result.added), len(result.existing), result.requests)
-        hook.client.update_job(self.job_id, batch_models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+        hook.terminate_job_when_tasks_complete(self.job_id)
         return {"job_id": self.job_id, "task_count": len(specs), "added": len(result.added), "existing": len(result.existing)}
 
     def _specs_from_blob(self) -> list[dict[str, Any]]:
@@ -503,9 +488,8 @@ class AzureBatchAddTasksOperator(BaseOperator):
         ref = self.tasks_blob
         if not isinstance(ref, dict) or not ref.get("container") or not ref.get("blob"):
             raise ValueError(f"tasks_blob must be a dict with 'container' and 'blob', got {ref!r}")
-        blob = BlobSasHook(wasb_conn_id=self.wasb_conn_id).get_conn().get_blob_client(ref["container"], ref["blob"])
         try:
-            text = blob.download_blob().readall().decode("utf-8")
+            text = BlobSasHook(wasb_conn_id=self.wasb_conn_id).read_text(ref["container"], ref["blob"])
         except ResourceNotFoundError:
             raise ValueError(f"tasks_blob {ref['container']}/{ref['blob']} does not exist") from None
         specs = []
@@ -582,7 +566,7 @@ class AzureBatchAddTasksOperator(BaseOperator):
         )
 
     def on_kill(self) -> None:
-        BatchHook(azure_batch_conn_id=self.azure_batch_conn_id).terminate_job(self.job_id, "Airflow task killed")
+        self.hook.terminate_job(self.job_id, "Airflow task killed")
 
 
 class _SasCache:
@@ -607,7 +591,7 @@ class _SasCache:
         return f"{self.hook.container_url(container)}?{self.token(container, access)}"
 
 
-class AzureBatchTeardownOperator(BaseOperator):
+class AzureBatchTeardownOperator(AzureBatchBaseOperator):
     """Stop paying: end the job and shrink (or delete) the pool, even after failures.
 
     Use it as an Airflow teardown task (``.as_teardown(setups=...)``) so it runs
@@ -639,8 +623,8 @@ class AzureBatchTeardownOperator(BaseOperator):
         pool_action: str = "resize_to_zero",
         poll_interval: float = 30,
         timeout: float = 30 * 60,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        azure_batch_conn_id: str = "azure_batch_default",
+        deferrable: bool = DEFAULT_DEFERRABLE,
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -658,7 +642,7 @@ class AzureBatchTeardownOperator(BaseOperator):
         self.azure_batch_conn_id = azure_batch_conn_id
 
     def execute(self, context: Context) -> None:
-        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
+        hook = self.hook
         if self.job_id and self.job_action == "terminate":
             if hook.terminate_job(self.job_id, "teardown"):
                 self.log.info("terminated job %s", self.job_id)
@@ -696,14 +680,14 @@ class AzureBatchTeardownOperator(BaseOperator):
             pool_id=self.pool_id, want=want, azure_batch_conn_id=self.azure_batch_conn_id,
             poll_interval=self.poll_interval, end_time=time.time() + self.timeout,
         )
-        return _wait_on(self, context, trigger, method_name, self.timeout, self.deferrable)
+        return self.wait_for(context, trigger, method_name, self.timeout)
 
     def shrink_when_steady(self, context: Context, event: dict[str, Any]) -> None:
         self._check(event)
         if event.get("gone"):
             self.log.info("pool %s is gone", self.pool_id)
             return None
-        return self._shrink(context, BatchHook(azure_batch_conn_id=self.azure_batch_conn_id))
+        return self._shrink(context, self.hook)
 
     def pool_settled(self, context: Context, event: dict[str, Any]) -> None:
         """The pool's end state, as a GET of it showed: gone, or steady at zero nodes."""

@@ -7,21 +7,21 @@ Canceled fails the task with the job's error and its studio link.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, conf
+from airflow.sdk import BaseSensorOperator
 
 from azure_compute.hooks.aml import JOB_TERMINAL_STATES, AzureMLHook, job_status
 from azure_compute.links.aml import AzureMLStudioJobLink
-from azure_compute.operators.aml import raise_for_event
+from azure_compute.operators.aml import AzureMLBase, raise_for_event
+from azure_compute.operators.base import DEFAULT_DEFERRABLE
 from azure_compute.triggers.aml import AzureMLJobTrigger, job_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class AzureMLJobSensor(BaseSensorOperator):
+class AzureMLJobSensor(AzureMLBase, BaseSensorOperator):
     """Succeed when the Azure ML job completes; fail when it ends Failed or Canceled.
 
     :param job_name: the job to wait for (templated; e.g. the submit task's XCom).
@@ -41,7 +41,7 @@ class AzureMLJobSensor(BaseSensorOperator):
         *,
         job_name: str,
         azure_ml_conn_id: str = AzureMLHook.default_conn_name,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        deferrable: bool = DEFAULT_DEFERRABLE,
         cancel_on_kill: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -53,30 +53,15 @@ class AzureMLJobSensor(BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self._last_status: str | None = None
 
-    @property
-    def hook(self) -> AzureMLHook:
-        return AzureMLHook(self.azure_ml_conn_id)
-
     def execute(self, context: Context) -> Any:
         hook = self.hook
-        AzureMLStudioJobLink.persist(context, hook.studio_url(self.job_name))
+        AzureMLStudioJobLink.persist(context, lambda: hook.studio_url(self.job_name))
         if not self.deferrable:
             super().execute(context)
             return self.job_name
-        job = hook.get_job(self.job_name)
-        if job_status(job) in JOB_TERMINAL_STATES:
-            return self.execute_complete(context, job_event(hook, job))
-        self.log.info("Azure ML job %s is %s; deferring", self.job_name, job_status(job))
-        self.defer(
-            trigger=AzureMLJobTrigger(
-                job_name=self.job_name,
-                azure_ml_conn_id=self.azure_ml_conn_id,
-                poll_interval=float(self.poke_interval),
-                timeout=float(self.timeout),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + 300),
-        )
+        trigger = AzureMLJobTrigger(job_name=self.job_name, azure_ml_conn_id=self.azure_ml_conn_id,
+                                    poll_interval=float(self.poke_interval), timeout=float(self.timeout))
+        return self.wait_for(context, trigger, "execute_complete", float(self.timeout))
 
     def poke(self, context: Context) -> bool:
         hook = self.hook

@@ -8,20 +8,25 @@ leaves its unstarted tasks ``active`` for ever, and those count as failed. Then
 the error threshold decides: within it, the failed and never-completed task ids
 go to XCom so the merge can write ``error`` rows for their images; beyond it, the
 task fails naming them (failed ones with exit code and stderr tail in the log).
+
+Poke mode is Airflow's own sensor loop around ``poke``; deferred mode checks once with the
+trigger's ``poll_once`` and defers (``operators/base.py``). Both judge in ``execute_complete``'s helpers.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
-from azure_compute.batch_progress import ErrorThreshold, JobProgress, PoolReadiness
+from azure_compute.batch_progress import ErrorThreshold, JobProgress
 from azure_compute.hooks.batch import BatchHook
 from azure_compute.links.batch import AzureBatchJobLink
+from azure_compute.operators.base import DEFAULT_DEFERRABLE, DEFER_MARGIN_BATCH_SENSOR
+from azure_compute.operators.batch import AzureBatchBase
+from azure_compute.triggers.base import SUCCESS
 from azure_compute.triggers.batch import AzureBatchJobTrigger, AzureBatchPoolNodesTrigger
 
 if TYPE_CHECKING:
@@ -36,7 +41,13 @@ class AzureBatchJobFailedError(AirflowFailException):
     """
 
 
-class AzureBatchJobSensor(BaseSensorOperator):
+class AzureBatchBaseSensor(AzureBatchBase, BaseSensorOperator):
+    """A Batch sensor (the operators' hook and wait, with the sensors' defer margin)."""
+
+    defer_margin = DEFER_MARGIN_BATCH_SENSOR
+
+
+class AzureBatchJobSensor(AzureBatchBaseSensor):
     """Wait until all tasks of a Batch job completed, then judge failures.
 
     :param job_id: The job (templated).
@@ -61,8 +72,8 @@ class AzureBatchJobSensor(BaseSensorOperator):
         job_id: str,
         expected_tasks: int | str,
         error_threshold: int | str = 0,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        azure_batch_conn_id: str = "azure_batch_default",
+        deferrable: bool = DEFAULT_DEFERRABLE,
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         poke_interval: float = 30,
         timeout: float = 12 * 3600,
         **kwargs: Any,
@@ -76,10 +87,6 @@ class AzureBatchJobSensor(BaseSensorOperator):
         self._started = time.time()
         self._done_at_start: int | None = None
 
-    @property
-    def hook(self) -> BatchHook:
-        return BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-
     def _expected(self) -> int:
         try:
             expected = int(self.expected_tasks)
@@ -92,32 +99,19 @@ class AzureBatchJobSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         ErrorThreshold(str(self.error_threshold))  # a bad value fails before any wait
         self._started = time.time()
-        from azure_compute.operators.batch import _account_page
-
-        AzureBatchJobLink.persist(context, AzureBatchJobLink.url(_account_page(self.hook), self.job_id))
+        self.persist_job_link(context, self.job_id)
         if not self.deferrable:
             return super().execute(context)
-        result = self.poke(context)
-        if result.is_done:
-            return result.xcom_value
-        self.defer(
-            trigger=AzureBatchJobTrigger(
-                job_id=self.job_id, expected_tasks=self._expected(),
-                azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
-                end_time=time.time() + float(self.timeout), started_at=self._started,
-                done_at_start=self._done_at_start,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + 120),
+        trigger = AzureBatchJobTrigger(
+            job_id=self.job_id, expected_tasks=self._expected(),
+            azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
+            end_time=time.time() + float(self.timeout), started_at=self._started,
         )
+        return self.wait_for(context, trigger, "execute_complete", float(self.timeout))
 
     def poke(self, context: Context) -> PokeReturnValue:
         expected = self._expected()
-        counts = self.hook.task_counts(self.job_id)
-        progress = JobProgress.from_counts(counts)
-        if not progress.counts_done(expected):
-            job = self.hook.client.get_job(self.job_id, select=["id", "state", "executionInfo"])
-            progress = JobProgress.from_counts(counts, job)
+        progress = self.hook.job_progress(self.job_id, expected)
         if self._done_at_start is None:
             self._done_at_start = progress.completed  # the rate counts only what finishes while we watch
         self.log.info("job %s: %s", self.job_id,
@@ -128,7 +122,7 @@ class AzureBatchJobSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         status = event.get("status")
-        if status != "done":
+        if status not in (SUCCESS, "done"):  # "done": the event of a trigger deferred before this version
             raise RuntimeError(f"waiting for job {self.job_id} ended with {status}: {event.get('message')}")
         return self._judge(JobProgress.from_counts(event["counts"]))
 
@@ -186,7 +180,7 @@ class AzureBatchJobSensor(BaseSensorOperator):
         self.hook.terminate_job(self.job_id, "Airflow task killed")
 
 
-class AzureBatchPoolReadySensor(BaseSensorOperator):
+class AzureBatchPoolReadySensor(AzureBatchBaseSensor):
     """Wait until a pool has ``min_ready_nodes`` nodes idle or running (deferrable).
 
     Fails early, naming the cause, when the pool settles with only
@@ -209,8 +203,8 @@ class AzureBatchPoolReadySensor(BaseSensorOperator):
         *,
         pool_id: str,
         min_ready_nodes: int = 1,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        azure_batch_conn_id: str = "azure_batch_default",
+        deferrable: bool = DEFAULT_DEFERRABLE,
+        azure_batch_conn_id: str = BatchHook.default_conn_name,
         poke_interval: float = 30,
         timeout: float = 30 * 60,
         **kwargs: Any,
@@ -224,24 +218,15 @@ class AzureBatchPoolReadySensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        if self.poke(context):
-            return self.pool_id
-        self.defer(
-            trigger=AzureBatchPoolNodesTrigger(
-                pool_id=self.pool_id, min_ready_nodes=self.min_ready_nodes,
-                azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
-                end_time=time.time() + float(self.timeout),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + 120),
+        trigger = AzureBatchPoolNodesTrigger(
+            pool_id=self.pool_id, min_ready_nodes=self.min_ready_nodes,
+            azure_batch_conn_id=self.azure_batch_conn_id, poll_interval=self.poke_interval,
+            end_time=time.time() + float(self.timeout),
         )
+        return self.wait_for(context, trigger, "execute_complete", float(self.timeout))
 
     def poke(self, context: Context) -> bool:
-        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-        pool = hook.client.get_pool(self.pool_id)
-        states = [node.state for node in hook.client.list_nodes(self.pool_id, select=["id", "state"])]
-        errors = [f"{e.code}: {e.message}" for e in (pool.resize_errors or [])]
-        readiness = PoolReadiness.from_pool(pool.allocation_state, states, errors)
+        readiness = self.hook.pool_readiness(self.pool_id)
         self.log.info("pool %s: %s", self.pool_id, readiness.describe())
         verdict = readiness.verdict(self.min_ready_nodes)
         if verdict == "failed":
@@ -250,13 +235,13 @@ class AzureBatchPoolReadySensor(BaseSensorOperator):
 
     def _start_task_report(self) -> str:
         """Each failed start task's exit code and stderr tail, logged and returned for the error."""
-        failures = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id).start_task_failures(self.pool_id)
+        failures = self.hook.start_task_failures(self.pool_id)
         for failure in failures:
             self.log.error("%s", failure.describe())
         return "".join(f"\n{failure.describe()}" for failure in failures)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
-        if event.get("status") != "success":
+        if event.get("status") != SUCCESS:
             raise RuntimeError(f"pool {self.pool_id}: {event.get('message')}{self._start_task_report()}")
         self.log.info("pool %s ready: %s", self.pool_id, event.get("message"))
         return self.pool_id

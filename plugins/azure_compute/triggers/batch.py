@@ -1,87 +1,41 @@
 """Triggers that wait on Azure Batch in the triggerer, holding no worker slot.
 
-Each poll is one or two cheap requests: the job's task counts (and its state
-while tasks remain), the pool plus its node states, or the pool alone. Decisions come from ``azure_compute.batch_progress`` so that poke
-mode and deferred mode behave the same.
+Each is configuration plus one ``poll_once`` on ``AzurePollingTrigger`` (``triggers/base.py``,
+which owns the loop, the deadline, the error rules and the event vocabulary). Each poll is one
+or two cheap requests: the job's task counts (and its state while tasks remain), the pool plus
+its node states, or the pool alone. Decisions come from ``azure_compute.batch_progress`` so that
+poke mode and deferred mode behave the same.
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from azure.core.exceptions import ResourceNotFoundError
 
 from azure_compute.batch_progress import JobProgress, PoolReadiness, wire_value
 from azure_compute.hooks.batch import BatchHook
-
-_TRANSIENT_ERRORS_TOLERATED = 5
-#: Statuses that mean the credentials were refused.
-_REFUSED = (401, 403)
+from azure_compute.triggers.base import FAILURE, SUCCESS, AzurePollingTrigger
 
 
-class _BatchPollingTrigger(BaseTrigger):
-    """Shared loop: poll, log, stop on a verdict, time out at ``end_time``."""
+class _BatchPollingTrigger(AzurePollingTrigger):
+    """A polling trigger talking through one async Batch client for the whole wait."""
 
-    def __init__(self, azure_batch_conn_id: str, poll_interval: float, end_time: float) -> None:
-        super().__init__()
+    transient_errors_tolerated = 5
+
+    def __init__(self, azure_batch_conn_id: str, poll_interval: float, end_time: float | None) -> None:
+        super().__init__(poll_interval=poll_interval, end_time=end_time)
         self.azure_batch_conn_id = azure_batch_conn_id
-        self.poll_interval = poll_interval
-        self.end_time = end_time
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {"azure_batch_conn_id": self.azure_batch_conn_id, "poll_interval": self.poll_interval, "end_time": self.end_time}
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Any]:
+        async with BatchHook(azure_batch_conn_id=self.azure_batch_conn_id).async_client() as client:
+            yield client
 
-    async def poll(self, client) -> TriggerEvent | None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def timeout_event(self) -> TriggerEvent:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = BatchHook(azure_batch_conn_id=self.azure_batch_conn_id)
-        transient_errors = 0
-        async with hook.async_client() as client:
-            while True:
-                try:
-                    event = await self.poll(client)
-                    transient_errors = 0
-                except Exception as err:  # noqa: BLE001 - a blip must not end a multi-hour wait
-                    if _is_final(err):
-                        yield TriggerEvent({"status": "error", "message": _first_line(err)})
-                        return
-                    transient_errors += 1
-                    self.log.warning("poll failed (%d in a row): %s", transient_errors, _first_line(err))
-                    if transient_errors > _TRANSIENT_ERRORS_TOLERATED:
-                        yield TriggerEvent({"status": "error", "message": _first_line(err)})
-                        return
-                    event = None
-                if event is not None:
-                    yield event
-                    return
-                if time.time() >= self.end_time:
-                    yield self.timeout_event()
-                    return
-                await asyncio.sleep(self.poll_interval)
-
-
-def _is_final(err: BaseException) -> bool:
-    """A missing resource or refused credentials: polling again cannot help.
-
-    Batch answers a wrong shared key with 403 AuthenticationFailed, which the SDK
-    raises as a plain HttpResponseError (only 401 maps to ClientAuthenticationError).
-    """
-    if isinstance(err, (ResourceNotFoundError, ClientAuthenticationError)):
-        return True
-    return isinstance(err, HttpResponseError) and err.status_code in _REFUSED
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    def fields(self) -> dict[str, Any]:
+        return {"azure_batch_conn_id": self.azure_batch_conn_id}
 
 
 class AzureBatchJobTrigger(_BatchPollingTrigger):
@@ -89,10 +43,10 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
 
     One ``get_job_task_counts`` request per poll, plus a GET of the job's state while
     tasks remain (a terminated job leaves unstarted tasks active for ever); never a
-    task listing. Emits ``{"status": "done", "counts": ...}`` when all
-    ``expected_tasks`` completed or the job completed (the operator applies the
-    error threshold and names what never ran), ``timeout`` at ``end_time``, or
-    ``error`` when the job vanished or credentials were refused.
+    task listing. Emits ``success`` with ``counts`` when all ``expected_tasks``
+    completed or the job completed (the sensor applies the error threshold and names
+    what never ran), ``timeout`` at ``end_time``, or ``error`` when the job vanished
+    or credentials were refused.
     """
 
     def __init__(
@@ -101,7 +55,7 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
         expected_tasks: int,
         azure_batch_conn_id: str,
         poll_interval: float,
-        end_time: float,
+        end_time: float | None,
         started_at: float | None = None,
         done_at_start: int | None = None,
     ) -> None:
@@ -110,122 +64,111 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
         self.expected_tasks = expected_tasks
         self.started_at = started_at or time.time()
         self.done_at_start = done_at_start
-        self._last: JobProgress | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                **self._kwargs(),
-                "job_id": self.job_id,
-                "expected_tasks": self.expected_tasks,
-                "started_at": self.started_at,
-                "done_at_start": self.done_at_start,
-            },
-        )
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "job_id": self.job_id, "expected_tasks": self.expected_tasks,
+                "started_at": self.started_at, "done_at_start": self.done_at_start}
 
-    async def poll(self, client) -> TriggerEvent | None:
+    def subject(self) -> dict[str, Any]:
+        return {"job_id": self.job_id}
+
+    async def poll_once(self, client) -> dict[str, Any] | None:
         result = await client.get_job_task_counts(self.job_id)
         progress = JobProgress.from_counts(result.task_counts)
         if not progress.counts_done(self.expected_tasks):
             job = await client.get_job(self.job_id, select=["id", "state", "executionInfo"])
             progress = JobProgress.from_counts(result.task_counts, job)
         if self.done_at_start is None:
-            self.done_at_start = progress.completed
-        if progress != self._last:
-            self.log.info(
-                "job %s: %s", self.job_id,
-                progress.describe(self.expected_tasks, time.time() - self.started_at, self.done_at_start),
-            )
-            self._last = progress
+            self.done_at_start = progress.completed  # the rate counts only what finishes while we watch
+        self.progress(progress, lambda: f"job {self.job_id}: " + progress.describe(
+            self.expected_tasks, time.time() - self.started_at, self.done_at_start))
         if progress.is_done(self.expected_tasks):
-            return TriggerEvent({"status": "done", "job_id": self.job_id, "counts": progress.as_dict()})
+            return self.event(SUCCESS, f"job {self.job_id}: all tasks done", counts=progress.as_dict())
         return None
 
-    def timeout_event(self) -> TriggerEvent:
-        counts = self._last.as_dict() if self._last else {}
-        return TriggerEvent({"status": "timeout", "job_id": self.job_id, "counts": counts,
-                             "message": f"job {self.job_id} did not finish before the wait's timeout"})
+    def timeout_message(self) -> str:
+        return f"job {self.job_id} did not finish before the wait's timeout"
+
+    def event(self, status: str, message: str, **extra: Any) -> dict[str, Any]:
+        last = self._last_progress
+        extra.setdefault("counts", last.as_dict() if isinstance(last, JobProgress) else {})
+        return super().event(status, message, **extra)
 
 
 class AzureBatchPoolNodesTrigger(_BatchPollingTrigger):
     """Wait until a pool has ``min_ready_nodes`` nodes idle or running.
 
-    Fails when the pool settled with only ``starttaskfailed``/``unusable`` nodes
-    or with resize errors (for example no spot capacity or no GPU quota).
+    Ends with ``failure`` when the pool settled with only ``starttaskfailed``/``unusable``
+    nodes or with resize errors (for example no spot capacity or no GPU quota).
     """
 
-    def __init__(self, pool_id: str, min_ready_nodes: int, azure_batch_conn_id: str, poll_interval: float, end_time: float) -> None:
+    def __init__(self, pool_id: str, min_ready_nodes: int, azure_batch_conn_id: str, poll_interval: float,
+                 end_time: float | None) -> None:
         super().__init__(azure_batch_conn_id, poll_interval, end_time)
         self.pool_id = pool_id
         self.min_ready_nodes = min_ready_nodes
-        self._last: PoolReadiness | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {**self._kwargs(), "pool_id": self.pool_id, "min_ready_nodes": self.min_ready_nodes},
-        )
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "pool_id": self.pool_id, "min_ready_nodes": self.min_ready_nodes}
 
-    async def poll(self, client) -> TriggerEvent | None:
+    def subject(self) -> dict[str, Any]:
+        return {"pool_id": self.pool_id}
+
+    async def poll_once(self, client) -> dict[str, Any] | None:
         pool = await client.get_pool(self.pool_id)
         nodes = [node.state async for node in client.list_nodes(self.pool_id, select=["id", "state"])]
         errors = [f"{e.code}: {e.message}" for e in (pool.resize_errors or [])]
         readiness = PoolReadiness.from_pool(pool.allocation_state, nodes, errors)
-        if readiness != self._last:
-            self.log.info("pool %s: %s", self.pool_id, readiness.describe())
-            self._last = readiness
+        self.progress(readiness, lambda: f"pool {self.pool_id}: {readiness.describe()}")
         verdict = readiness.verdict(self.min_ready_nodes)
         if verdict == "waiting":
             return None
-        status = "success" if verdict == "ready" else "error"
-        return TriggerEvent({"status": status, "pool_id": self.pool_id, "message": readiness.describe()})
+        return self.event(SUCCESS if verdict == "ready" else FAILURE, readiness.describe())
 
-    def timeout_event(self) -> TriggerEvent:
-        state = self._last.describe() if self._last else "no answer yet"
-        return TriggerEvent({"status": "timeout", "pool_id": self.pool_id,
-                             "message": f"pool {self.pool_id} not ready before the timeout: {state}"})
+    def timeout_message(self) -> str:
+        state = self._last_progress.describe() if self._last_progress else "no answer yet"
+        return f"pool {self.pool_id} not ready before the timeout: {state}"
 
 
 class AzureBatchPoolSettledTrigger(_BatchPollingTrigger):
     """Wait until a pool is gone (``want="gone"``), steady (``"steady"``) or steady at zero nodes (``"zero"``).
 
     One GET of the pool per poll: the end state is confirmed by what Azure answers, not by an
-    SDK poller's status. Emits ``success`` with the pool's counts and any resize errors,
-    ``timeout`` at ``end_time``.
+    SDK poller's status. Emits ``success`` with ``gone`` and the pool's counts and any resize
+    errors, ``timeout`` at ``end_time``.
     """
 
     WANTS = ("gone", "steady", "zero")
 
-    def __init__(self, pool_id: str, want: str, azure_batch_conn_id: str, poll_interval: float, end_time: float) -> None:
+    def __init__(self, pool_id: str, want: str, azure_batch_conn_id: str, poll_interval: float,
+                 end_time: float | None) -> None:
         super().__init__(azure_batch_conn_id, poll_interval, end_time)
         if want not in self.WANTS:
             raise ValueError(f"want {want!r} must be one of {self.WANTS}")
         self.pool_id = pool_id
         self.want = want
-        self._last = "no answer yet"
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {**self._kwargs(), "pool_id": self.pool_id, "want": self.want},
-        )
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "pool_id": self.pool_id, "want": self.want}
 
-    async def poll(self, client) -> TriggerEvent | None:
+    def subject(self) -> dict[str, Any]:
+        return {"pool_id": self.pool_id}
+
+    async def poll_once(self, client) -> dict[str, Any] | None:
         try:
             pool = await client.get_pool(self.pool_id)
         except ResourceNotFoundError:
-            return TriggerEvent({"status": "success", "pool_id": self.pool_id, "gone": True, "message": "pool is gone"})
+            return self.event(SUCCESS, "pool is gone", gone=True)
         verdict = pool_settled(pool, self.want)
         if verdict is None:
-            self._last = describe_pool(pool)
-            self.log.info("pool %s: %s", self.pool_id, self._last)
+            described = describe_pool(pool)
+            self.progress(described, lambda: f"pool {self.pool_id}: {described}")
             return None
-        return TriggerEvent({"status": "success", "pool_id": self.pool_id, "gone": False, "message": verdict})
+        return self.event(SUCCESS, verdict, gone=False)
 
-    def timeout_event(self) -> TriggerEvent:
-        return TriggerEvent({"status": "timeout", "pool_id": self.pool_id,
-                             "message": f"pool {self.pool_id} did not become {self.want} before the timeout: {self._last}"})
+    def timeout_message(self) -> str:
+        return (f"pool {self.pool_id} did not become {self.want} before the timeout: "
+                f"{self._last_progress or 'no answer yet'}")
 
 
 def describe_pool(pool) -> str:
