@@ -36,7 +36,6 @@ DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
 START_TASK = pool_start_task(CONFIG)  # the scoring runtime's start task (include/monthly/runtime.py), if any
 SCORING_DIR = Path(__file__).resolve().parents[1] / "include" / "scoring"
-SCORE_SCRIPT = SCORING_DIR / "score.py"
 PREDICTIONS = Asset(name="monthly_predictions", uri=f"wasb://{CONFIG.output_container}/predictions.csv")
 
 DOC = """
@@ -135,7 +134,7 @@ with DAG(
 
     @task
     def stage() -> dict:
-        """List the month's images into shard manifests and upload the run's code and weights."""
+        """List the month's images into shard manifests and upload the run's weights (Batch tasks get score.pyz from build_tasks, Azure ML the code folder from submit)."""
         from include.monthly.staging import stage_month
         from include.monthly.layout import parse_month
         from include.monthly.weights import stage_weights
@@ -148,8 +147,6 @@ with DAG(
             parse_month(plan.month), plan.run_key, plan.shard_size,
         )
         paths = result.paths
-        with open(SCORE_SCRIPT, "rb") as fh:
-            work.upload_blob(paths.code("score.py"), fh, overwrite=True)
         weights_blob = stage_weights(work, paths, plan.weights)
         print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
               f"{result.skipped_count} other files skipped")

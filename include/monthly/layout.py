@@ -12,7 +12,7 @@ Blob layout::
                    runs/YYYYMM/<run_key>/manifests/shard-00000.txt
                    runs/YYYYMM/<run_key>/results/shard-00000.csv (written by scoring tasks)
                    runs/YYYYMM/<run_key>/logs/shard-00000/stdout.txt, stderr.txt
-                   runs/YYYYMM/<run_key>/code/score.py
+                   runs/YYYYMM/<run_key>/code/score.pyz                (the scoring zipapp Batch tasks run)
                    runs/YYYYMM/<run_key>/merged/predictions.csv (merge -> publish hand-over)
     predictions/   YYYYMM/predictions.csv, predictions.parquet, report.html, summary.json (published outputs)
 """
