@@ -1,10 +1,11 @@
 """Where the monthly job keeps its blobs, and how months, runs and jobs are named.
 
-This is the one settings module of the monthly job: container names, blob
-paths, the image extensions that are scored, shard and upload sizes, and the
-naming rules for run keys and Azure Batch job ids. Everything else asks here.
+Paths and names only: the blob names of a run's working files and of a month's
+published outputs, the month's key, and one naming rule (``compute_id``) for
+the Azure Batch job and pool ids and the Azure ML job name. Settings (container
+names, sizes, thread counts) live in ``include.monthly.config``.
 
-Blob layout::
+Blob layout (container names are ``DagConfig`` settings)::
 
     images/        YYYYMM/...any/nested/path/photo.jpg           (input, read only)
     work/          runs/YYYYMM/<run_key>/stage.json              (staging record)
@@ -22,24 +23,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
-# Files scored as images (compared lower-case); every other blob is recorded as skipped.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-)
-DEFAULT_SHARD_SIZE = 500
-# Block size for the atomic upload of predictions.csv (Azure allows 50,000 blocks per blob).
-PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
-# How many names an error message or a record lists before saying "and N more".
-MAX_LISTED_NAMES = 20
-# Staging: manifests uploaded by this many threads at once.
-STAGE_UPLOAD_THREADS = 8
-# Merge: shards fetched ahead of the one being written, by this many download threads.
-MERGE_PREFETCH_SHARDS = 8
-MERGE_DOWNLOAD_THREADS = 4
-# Longest failure reason copied into an `error` row (stderr tails can be long).
-MAX_ERROR_REASON_CHARS = 2000
 # Azure Batch ids: letters, digits, hyphens, underscores; at most 64 characters;
 # unique case-insensitively, so ours are lower-case.
 BATCH_ID_MAX_LENGTH = 64
@@ -202,23 +186,3 @@ class OutputPaths:
     @property
     def report(self) -> str:
         return f"{self.month.prefix}report.html"
-
-
-@dataclass(frozen=True)
-class BlobLayout:
-    """The three containers of the job (names overridable per deployment)."""
-
-    input_container: str = "images"
-    work_container: str = "work"
-    output_container: str = "predictions"
-
-    def run(self, month: Month, run_key: str) -> RunPaths:
-        return RunPaths(month, run_key)
-
-    def output(self, month: Month) -> OutputPaths:
-        return OutputPaths(month)
-
-
-def is_image_name(name: str) -> bool:
-    """True if the blob name has one of IMAGE_EXTENSIONS (any case)."""
-    return not name.endswith("/") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS

@@ -7,14 +7,14 @@ import re
 import pytest
 
 from include.monthly.layout import (
-    BlobLayout,
     Month,
-    is_image_name,
+    OutputPaths,
+    RunPaths,
     job_id,
     parse_month,
     run_key,
 )
-from include.monthly.staging import validate_run_key
+from include.monthly.staging import is_image_name, validate_run_key
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RUN_IDS = [
@@ -87,18 +87,17 @@ def test_job_id_is_readable() -> None:
 
 
 def test_run_paths_keep_months_and_runs_apart() -> None:
-    layout = BlobLayout()
-    january = layout.run(parse_month("2024-01"), run_key("r1"))
+    january = RunPaths(parse_month("2024-01"), run_key("r1"))
     assert january.manifest("shard-00000") == f"runs/202401/{run_key('r1')}/manifests/shard-00000.txt"
     assert january.result("shard-00003").endswith("/results/shard-00003.csv")
     assert january.log("shard-00001", "stderr").endswith("/logs/shard-00001/stderr.txt")
     assert january.code().endswith("/code/score.py")
     assert january.merged_predictions == f"{january.prefix}merged/predictions.csv"
-    others = [layout.run(parse_month("2024-02"), run_key("r1")), layout.run(parse_month("2024-01"), run_key("r2"))]
+    others = [RunPaths(parse_month("2024-02"), run_key("r1")), RunPaths(parse_month("2024-01"), run_key("r2"))]
     for other in others:
         assert not other.prefix.startswith(january.prefix) and not january.prefix.startswith(other.prefix)
-    assert layout.output(parse_month("2024-01")).predictions == "202401/predictions.csv"
-    assert layout.output(parse_month("2024-01")).summary == "202401/summary.json"
+    assert OutputPaths(parse_month("2024-01")).predictions == "202401/predictions.csv"
+    assert OutputPaths(parse_month("2024-01")).summary == "202401/summary.json"
 
 
 @pytest.mark.parametrize(
