@@ -397,6 +397,7 @@ with DAG(
         output_datastore=CONFIG.aml_work_datastore,
         output_path="{{ ti.xcom_pull(task_ids='stage')['work_prefix'] }}aml/",
         month=plan_value("month"),
+        job_name=plan_value("job_id"),  # the Batch job id's rule (include/monthly/layout.py)
         deferrable=True,
         poll_interval=CONFIG.poll_interval_s,
         timeout=CONFIG.job_timeout_s,

@@ -84,6 +84,19 @@ def _hash8(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:8]
 
 
+def compute_id(*readable: str, digest_of: tuple[str, ...] = ()) -> str:
+    """The one naming rule for what the job creates in Azure (Batch job and pool ids, the Azure ML job name).
+
+    The readable parts joined by '-', then (when ``digest_of`` is given) 8 hex of
+    their SHA-256, so inputs that slug alike still differ; at most 64 characters,
+    never ending in '-'. Valid as an Azure Batch id (letters, digits, '-', '_',
+    ≤ 64) and as an Azure ML job name (the same, ≤ 255, starting with a letter
+    or digit) when the parts are slugs, month keys or run keys.
+    """
+    parts = [*readable, _hash8(*digest_of)] if digest_of else list(readable)
+    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH].rstrip("-")
+
+
 def run_key(run_id: str) -> str:
     """A short key for one Airflow run, safe in blob names and Batch ids.
 
@@ -92,22 +105,24 @@ def run_key(run_id: str) -> str:
     """
     if not run_id:
         raise ValueError("run_id must be a non-empty string")
-    slug = _slug(run_id, 40)
-    digest = _hash8(run_id)
-    return f"{slug}-{digest}" if slug else digest
+    return compute_id(_slug(run_id, 40), digest_of=(run_id,))
 
 
 def job_id(dag_id: str, month: Month, run_id: str) -> str:
-    """The Azure Batch job id of one DAG run for one month: deterministic, ≤ 64 chars.
+    """The job of one DAG run for one month: its Azure Batch job id and its Azure ML job name.
 
-    The same (dag, month, run) always gives the same id, so a retried task finds
-    its job instead of creating a second one; other months or runs never share it.
+    Deterministic, ≤ 64 chars: the same (dag, month, run) always gives the same
+    id, so a retried task finds its job instead of creating a second one; other
+    months or runs never share it.
     """
     if not dag_id or not run_id:
         raise ValueError(f"dag_id and run_id must be non-empty (got {dag_id!r}, {run_id!r})")
-    digest = _hash8(dag_id, month.key, run_id)
-    parts = [_slug(dag_id, 20), month.key, _slug(run_id, 24), digest]
-    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH]
+    return compute_id(_slug(dag_id, 20), month.key, _slug(run_id, 24), digest_of=(dag_id, month.key, run_id))
+
+
+def pool_id(pool_prefix: str, run_key: str) -> str:
+    """The Azure Batch pool of one run: the deployment's prefix and the run key (which holds the digest)."""
+    return compute_id(pool_prefix, run_key)
 
 
 def shard_id(index: int) -> str:

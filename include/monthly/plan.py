@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from include.monthly.config import DagConfig
-from include.monthly.layout import Month, job_id, parse_month, run_key
+from include.monthly.layout import Month, job_id, parse_month, pool_id, run_key
 from include.monthly.weights import local_weights
 
 BACKENDS = ("batch", "aml")
@@ -25,7 +25,7 @@ class RunPlan:
     backend: str
     run_id: str
     run_key: str
-    job_id: str
+    job_id: str  # the Azure Batch job id and the Azure ML job name (include.monthly.layout.job_id)
     pool_id: str
     shard_size: int
     dedicated_nodes: int
@@ -108,7 +108,7 @@ def plan_run(
     return RunPlan(
         month=str(month), month_key=month.key, backend=backend, run_id=run_id, run_key=key,
         job_id=job_id(dag_id, month, run_id),
-        pool_id=f"{config.pool_prefix}-{key}"[:64].rstrip("-"),
+        pool_id=pool_id(config.pool_prefix, key),
         shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, node_count=dedicated + spot,
         aml_tier="low_priority" if spot else "dedicated", conf=conf,
         imgsz=imgsz, batch_size=batch_size, weights=weights, error_threshold=threshold,

@@ -8,15 +8,18 @@ import pytest
 
 from include.monthly.layout import (
     Month,
+    compute_id,
     OutputPaths,
     RunPaths,
     job_id,
     parse_month,
+    pool_id,
     run_key,
 )
 from include.monthly.staging import is_image_name, validate_run_key
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+AML_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 RUN_IDS = [
     "manual__2024-02-01T00:00:00+00:00",
     "scheduled__2024-02-01T00:00:00+00:00",
@@ -78,7 +81,18 @@ def test_job_id_is_deterministic_distinct_per_month_run_and_dag() -> None:
     assert len({value.lower() for value in ids.values()}) == len(ids)
     for (dag, month, run), value in ids.items():
         assert BATCH_ID.match(value), value
+        assert AML_JOB_NAME.match(value), value  # the same id names the Azure ML job
         assert value == job_id(dag, parse_month(month), run)
+
+
+def test_pool_ids_follow_the_same_rule() -> None:
+    keys = [run_key(run_id) for run_id in RUN_IDS]
+    pools = [pool_id("yolo-gpu", key) for key in keys]
+    assert len(set(pools)) == len(pools)
+    for key, value in zip(keys, pools):
+        assert value == f"yolo-gpu-{key}" and BATCH_ID.match(value), value
+    assert pool_id("p" * 70, keys[0]) == "p" * 64
+    assert compute_id("a-", "b", digest_of=("x",)).startswith("a--b-")  # parts kept as given, digest last
 
 
 def test_job_id_is_readable() -> None:
