@@ -66,7 +66,7 @@ def _pool_and_job(client, pool_id: str, job_id: str) -> None:
 def _shard_tasks(job_id: str) -> list:
     """The DAG's 100 shard tasks for 10,000 images, as the add operator builds them."""
     from include.monthly.config import DagConfig
-    from include.monthly.layout import RunPaths, parse_month, shard_id
+    from include.monthly.layout import RunPaths, shard_id
     from include.monthly.plan import plan_run
     from include.monthly.scoring_tasks import scoring_task_specs
     from include.monthly.staging import Shard, StageResult
@@ -79,7 +79,7 @@ def _shard_tasks(job_id: str) -> list:
     plan = plan_run({"month": "2024-01", "shard_size": shard_size, "spot_nodes": 2, "dedicated_nodes": 0,
                      "conf": 0.25, "imgsz": 640, "batch_size": 16, "weights": "yolov8n.pt"},
                     dag_id="monthly_detection", run_id="bench", data_interval_start=None, config=config)
-    month = parse_month(plan.month)
+    month = plan.month
     paths = RunPaths(month, plan.run_key)
     stage = StageResult(
         month=month, run_key=plan.run_key, source_container=config.input_container,

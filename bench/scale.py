@@ -103,7 +103,7 @@ def run_step(step: str, month: str) -> dict[str, Any]:
     from azure.storage.blob import BlobServiceClient
 
     from include.monthly.config import DagConfig
-    from include.monthly.layout import DEFAULT_SHARD_SIZE, parse_month
+    from include.monthly.layout import parse_month
     from include.monthly.merge import merge_shards
     from include.monthly.plan import plan_run
     from include.monthly.scoring_tasks import scoring_task_specs, write_task_specs
@@ -112,7 +112,7 @@ def run_step(step: str, month: str) -> dict[str, Any]:
     service = BlobServiceClient.from_connection_string(os.environ[CONNECTION_ENV])
     work, images = service.get_container_client(WORK), service.get_container_client(INPUT)
     config = DagConfig()
-    params = {"month": month, "backend": "batch", "shard_size": DEFAULT_SHARD_SIZE, "dedicated_nodes": 0,
+    params = {"month": month, "backend": "batch", "shard_size": DagConfig.shard_size, "dedicated_nodes": 0,
               "spot_nodes": config.spot_nodes, "conf": config.conf, "imgsz": config.imgsz,
               "batch_size": config.batch_size, "weights": config.weights, "error_threshold": "0"}
     plan = plan_run(params, dag_id="monthly_detection",
@@ -157,15 +157,16 @@ def measure_step(step: str, month: str, connection_string: str, out: Path) -> di
 
 def _results_for(month: str, names: list[str]) -> list[tuple[str, bytes]]:
     """One result CSV per shard as the scoring tasks write them: an `empty` row per image, in manifest order."""
-    from include.monthly.layout import DEFAULT_SHARD_SIZE, RunPaths, parse_month, run_key, shard_id
+    from include.monthly.config import DagConfig
+    from include.monthly.layout import RunPaths, parse_month, run_key, shard_id
     from include.monthly.schema import PREDICTION_COLUMNS
 
     paths = RunPaths(parse_month(month), run_key(f"bench-scale-{month}"))
     ordered = sorted(names)
     header = ",".join(PREDICTION_COLUMNS) + "\n"
     blobs = []
-    for index, start in enumerate(range(0, len(ordered), DEFAULT_SHARD_SIZE)):
-        rows = "".join(f"{name},empty,,,,,,,,1920,1080,\n" for name in ordered[start:start + DEFAULT_SHARD_SIZE])
+    for index, start in enumerate(range(0, len(ordered), DagConfig.shard_size)):
+        rows = "".join(f"{name},empty,,,,,,,,1920,1080,\n" for name in ordered[start:start + DagConfig.shard_size])
         blobs.append((paths.result(shard_id(index)), (header + rows).encode()))
     return blobs
 

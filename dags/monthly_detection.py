@@ -7,11 +7,7 @@ backend=aml:   validate → stage → ensure compute → submit pipeline job (de
 """
 from __future__ import annotations
 
-import json
-import tempfile
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
@@ -27,15 +23,15 @@ from azure_compute.operators.batch import (
 )
 from azure_compute.links.blob import MonthlyReportLink
 from azure_compute.sensors.batch import AzureBatchJobSensor, AzureBatchPoolReadySensor
-from include.monthly.config import VM_PRICES_SOURCE, DagConfig
-from include.monthly.plan import BACKENDS, RunPlan, plan_run, require_connections
-from include.monthly.runtime import start_task as pool_start_task
+from include.monthly import tasks
+from include.monthly.config import DagConfig
+from include.monthly.plan import BACKENDS, RunPlan
+from include.monthly.runtime import SCORING_DIR, start_task as pool_start_task
 from include.scoring.aml_environment import CONDA_FILE
 
 DAG_ID = "monthly_detection"
 CONFIG = DagConfig.from_env()
 START_TASK = pool_start_task(CONFIG)  # the scoring runtime's start task (include/monthly/runtime.py), if any
-SCORING_DIR = Path(__file__).resolve().parents[1] / "include" / "scoring"
 PREDICTIONS = Asset(name="monthly_predictions", uri=f"wasb://{CONFIG.output_container}/predictions.csv")
 
 DOC = """
@@ -53,22 +49,17 @@ same merge and publish give the same CSV.
 """
 
 
-def _blob_service():
-    """The storage account of the ``wasb`` connection (a ``BlobServiceClient``)."""
-    from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-
-    return WasbHook(wasb_conn_id=CONFIG.wasb_conn_id).get_conn()
-
-
-def _staged(staged: dict):
-    """The stage record (shards, digests) that ``stage`` left in the run's work folder; XCom holds only its location."""
-    from include.monthly.staging import load_staged
-
-    return load_staged(_blob_service().get_container_client(CONFIG.work_container), staged["stage"])
-
-
 def _plan(ti) -> RunPlan:
-    return RunPlan(**ti.xcom_pull(task_ids="validate"))
+    """The plan validate pushed (its month parsed once, back into a ``Month``)."""
+    return RunPlan.from_dict(ti.xcom_pull(task_ids="validate"))
+
+
+def _data_interval_start(ctx):
+    """The run's data interval start; a run triggered with no logical date gets the last complete month's."""
+    start = ctx.get("data_interval_start")
+    if start is None:
+        start = ctx["dag"].timetable.infer_manual_data_interval(run_after=ctx["dag_run"].run_after).start
+    return start
 
 
 def plan_value(field: str) -> str:
@@ -115,189 +106,54 @@ with DAG(
     def validate() -> dict:
         """Check every param and derive the run's ids before anything touches Azure."""
         ctx = get_current_context()
-        interval_start = ctx.get("data_interval_start")
-        if interval_start is None:  # triggered with no logical date: the last complete month
-            interval_start = ctx["dag"].timetable.infer_manual_data_interval(run_after=ctx["dag_run"].run_after).start
         try:
-            plan = plan_run(
-                dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
-                data_interval_start=interval_start, config=CONFIG,
-            )
-            require_connections(CONFIG.wasb_conn_id,
-                                CONFIG.azure_ml_conn_id if plan.backend == "aml" else CONFIG.azure_batch_conn_id,
-                                *([CONFIG.container_registry_conn_id]
-                                  if plan.backend == "batch" and CONFIG.container_registry_conn_id else []))
+            return tasks.validate(dict(ctx["params"]), dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"],
+                                  data_interval_start=_data_interval_start(ctx), config=CONFIG)
         except ValueError as err:  # a bad param or a missing connection stays bad: no retry
             raise AirflowFailException(str(err)) from None
-        print(f"month {plan.month}: job {plan.job_id}, pool {plan.pool_id}, run key {plan.run_key}")
-        return plan.as_dict()
 
     @task
     def stage() -> dict:
         """List the month's images into shard manifests and upload the run's weights (Batch tasks get score.pyz from build_tasks, Azure ML the code folder from submit)."""
-        from include.monthly.staging import stage_month
-        from include.monthly.layout import parse_month
-        from include.monthly.weights import stage_weights
-
-        plan = _plan(get_current_context()["ti"])
-        service = _blob_service()
-        work = service.get_container_client(CONFIG.work_container)
-        result = stage_month(
-            service.get_container_client(CONFIG.input_container), work,
-            parse_month(plan.month), plan.run_key, plan.shard_size,
-        )
-        paths = result.paths
-        weights_blob = stage_weights(work, paths, plan.weights)
-        print(f"staged {result.image_count} images of {plan.month} in {len(result.shards)} shards; "
-              f"{result.skipped_count} other files skipped")
-        # The record and the manifests stay in Blob; XCom gets their location and counts (small for any month).
-        return {"stage": result.reference(), "weights_blob": weights_blob, "work_prefix": paths.prefix,
-                "started_at": time.time()}
+        return tasks.stage(CONFIG, _plan(get_current_context()["ti"]))
 
     @task.branch
     def choose_path(staged: dict) -> str:
         """The chosen backend; an empty month skips compute entirely and publishes an empty result."""
-        if staged["stage"]["image_count"] == 0:
-            print("no images in this month's folder: publishing an empty result, no compute is started")
-            return "merge"
-        return "ensure_compute" if _plan(get_current_context()["ti"]).backend == "aml" else "ensure_pool"
+        return tasks.choose_path(staged, _plan(get_current_context()["ti"]).backend)
 
     @task
     def build_tasks(staged: dict) -> dict:
         """Describe one Batch task per shard into the run's work folder; XCom gets the blob and the count."""
-        from include.monthly.scoring_tasks import scoring_task_specs, write_task_specs
-
-        plan = _plan(get_current_context()["ti"])
-        service = _blob_service()
-        input_url = service.get_container_client(CONFIG.input_container).url
-        stage_result = _staged(staged)
-        specs = scoring_task_specs(stage_result, plan, CONFIG, input_url, staged["weights_blob"])
-        return write_task_specs(service.get_container_client(CONFIG.work_container), stage_result.paths, specs)
+        return tasks.build_tasks(CONFIG, _plan(get_current_context()["ti"]), staged)
 
     @task
     def shard_aml_output(staged: dict) -> dict:
         """Route Azure ML's appended rows to the staged shards, so both backends share one merge."""
-        from azure_compute.hooks.aml import AzureMLHook
-        from include.monthly.aml_results import appended_rows, output_container, split_into_shards
-
-        ti = get_current_context()["ti"]
-        location = ti.xcom_pull(task_ids="submit", key="predictions")
-        service = _blob_service()
-        # The file is on the account its datastore points at, which need not be the wasb connection's.
-        container = output_container(location, service, AzureMLHook(CONFIG.azure_ml_conn_id))
-        rows = appended_rows(container, location["path"])
-        report = split_into_shards(service.get_container_client(CONFIG.work_container),
-                                   _staged(staged), rows)
-        print(f"Azure ML output routed to {len(report.rows_per_shard)} shards, {report.rows} rows; "
-              f"{report.duplicate_rows} duplicate row(s) of re-run mini-batches left out")
-        return report.rows_per_shard
+        location = get_current_context()["ti"].xcom_pull(task_ids="submit", key="predictions")
+        return tasks.shard_aml_output(CONFIG, staged, location)
 
     @task(trigger_rule="none_failed_min_one_success")
     def merge(staged: dict) -> dict:
         """Stream the shard CSVs into one predictions.csv, accounting for every staged image."""
-        from include.monthly.merge import merge_shards
-
-        ctx = get_current_context()
-        waited = ctx["ti"].xcom_pull(task_ids="wait") or {}
-        stage_result = _staged(staged)
-        work = _blob_service().get_container_client(CONFIG.work_container)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "predictions.csv"
-            report = merge_shards(work, stage_result, out, failed_shards=waited.get("failed_tasks") or {})
-            with open(out, "rb") as fh:
-                work.upload_blob(stage_result.paths.merged_predictions, fh, overwrite=True)
-        print(f"merged {report.images} images, {report.rows} rows, statuses {report.status_counts}")
-        return report.to_dict()
+        waited = get_current_context()["ti"].xcom_pull(task_ids="wait") or {}
+        return tasks.merge(CONFIG, staged, waited.get("failed_tasks") or {})
 
     @task
     def record_nodes() -> dict | None:
         """Read the pool's node records (spot or dedicated, allocation time) before teardown deletes the pool."""
-        from azure_compute.hooks.batch import BatchHook
-        from include.monthly.usage import batch_node_records
-
-        plan = _plan(get_current_context()["ti"])
-        try:
-            hook = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id)
-            records = batch_node_records(hook.pool_nodes(plan.pool_id), plan.pool_id)
-        except Exception as err:  # the cost then falls back to task time, and the summary says so
-            print(f"could not read the nodes of pool {plan.pool_id}: {err}")
-            return None
-        print(f"pool {plan.pool_id}: {len(records['nodes'])} node(s) recorded")
-        return records
+        return tasks.record_nodes(CONFIG, _plan(get_current_context()["ti"]))
 
     @task(outlets=[PREDICTIONS], trigger_rule="none_failed_min_one_success")
     def publish(staged: dict, merged: dict) -> dict:
         """Publish predictions.csv and .parquet atomically, then report.html and summary.json beside them."""
-        from include.monthly.dates import image_days, per_day
-        from include.monthly.merge import MergeReport
-        from include.monthly.publish import publish as publish_month
-        from include.monthly.summary import build_summary
-
         ctx = get_current_context()
-        stage_result = _staged(staged)
-        service = _blob_service()
-        work = service.get_container_client(CONFIG.work_container)
-        plan = _plan(ctx["ti"])
-        compute, shard_records = _compute_usage(ctx["ti"], plan, stage_result)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "predictions.csv"
-            with open(local, "wb") as fh:
-                work.get_blob_client(stage_result.paths.merged_predictions).download_blob().readinto(fh)
-            days, day_basis = image_days(service.get_container_client(CONFIG.input_container), stage_result.month)
-            summary = build_summary(
-                stage_result, MergeReport(**merged), run_id=ctx["run_id"],
-                node_time_seconds=compute["node_time_seconds"], wall_time_seconds=time.time() - staged["started_at"],
-                compute=compute, shard_records=shard_records, per_day=per_day(local, days), day_basis=day_basis,
-            )
-            written = publish_month(service.get_container_client(CONFIG.output_container),
-                                    stage_result.month, local, summary)
-        report_url = written["report"]["url"]
-        MonthlyReportLink.persist(ctx, report_url)
-        ctx["outlet_events"][PREDICTIONS].extra = {
-            "month": summary["month"], "images": summary["images"],
-            "report": f"wasb://{CONFIG.output_container}/{written['report']['blob']}", "report_url": report_url,
-            "parquet": f"wasb://{CONFIG.output_container}/{written['predictions_parquet']['blob']}",
-        }
-        print(f"report: {report_url}")
-        print(json.dumps({k: written[k] for k in ("month", "outcome", "images", "detections", "errors")}
-                         | {"cost": compute["cost"], "currency": compute["currency"]}))
+        ti = ctx["ti"]
+        written = tasks.publish(CONFIG, _plan(ti), staged, merged, node_records=ti.xcom_pull(task_ids="record_nodes"),
+                                aml_job_name=ti.xcom_pull(task_ids="submit"))
+        MonthlyReportLink.persist(ctx, written["report"]["url"])
+        ctx["outlet_events"][PREDICTIONS].extra = tasks.asset_extra(CONFIG, written)
         return written
-
-    def _compute_usage(ti, plan: RunPlan, stage_result) -> tuple[dict, list[dict]]:
-        """The month's node time and cost (see include.monthly.usage), and the Batch shard records."""
-        from include.monthly.usage import aml_usage, batch_shard_records, batch_usage, cost
-
-        prices, currency = CONFIG.price_table(), CONFIG.price_currency
-        source = ("MONTHLY_DETECTION_VM_PRICES over the defaults: " if CONFIG.vm_prices else "") + VM_PRICES_SOURCE
-        shards: list[dict] = []
-        if not stage_result.image_count:
-            compute = {"backend": plan.backend, "vm_size": CONFIG.vm_size, "basis": "no compute started", "nodes": [],
-                       **cost({"spot": 0.0, "dedicated": 0.0}, vm_size=CONFIG.vm_size, prices=prices, currency=currency)}
-        elif plan.backend == "batch":
-            from azure_compute.hooks.batch import BatchHook
-
-            hook = BatchHook(azure_batch_conn_id=CONFIG.azure_batch_conn_id)
-            shards = batch_shard_records(hook.job_tasks(plan.job_id), {s.id: s.image_count for s in stage_result.shards})
-            compute = batch_usage(ti.xcom_pull(task_ids="record_nodes"), shards, vm_size=CONFIG.vm_size, prices=prices,
-                                  currency=currency, default_priority="spot" if plan.spot_nodes else "dedicated")
-        else:
-            compute = aml_usage(_aml_job_times(ti), vm_size=CONFIG.vm_size, tier=plan.aml_tier,
-                                instance_count=plan.node_count, prices=prices, currency=currency)
-        compute["price_source"] = source
-        return compute, shards
-
-    def _aml_job_times(ti) -> dict | None:
-        """Start and end of the Azure ML job from its run-history record (None when there is none)."""
-        from azure_compute.hooks.aml import AzureMLHook
-
-        name = ti.xcom_pull(task_ids="submit")
-        if not name:
-            return None
-        try:
-            return AzureMLHook(azure_ml_conn_id=CONFIG.azure_ml_conn_id).get_job_times(name)
-        except Exception as err:  # no run history here: node time stays unknown, and the summary says so
-            print(f"no run-history record for Azure ML job {name}: {type(err).__name__}: {str(err)[:200]}")
-            return None
 
     validated = validate()
     staged = stage()
@@ -384,8 +240,7 @@ with DAG(
             " --batch-size {{ ti.xcom_pull(task_ids='validate')['batch_size'] }}"
         ),
         # The run's copy of the weights, through the datastore of the work container.
-        weights="{{ ('azureml://datastores/" + CONFIG.aml_work_datastore + "/paths/' ~ ti.xcom_pull(task_ids='stage')['weights_blob'])"
-                " if ti.xcom_pull(task_ids='stage')['weights_blob'] else None }}",
+        weights="{{ ti.xcom_pull(task_ids='stage')['weights_uri'] }}",  # None: the nodes load the model by name
         mini_batch_size=plan_value("shard_size"),
         instance_count=plan_value("node_count"),
         max_concurrency_per_instance=CONFIG.aml_max_concurrency_per_instance,
@@ -394,6 +249,7 @@ with DAG(
         output_datastore=CONFIG.aml_work_datastore,
         output_path="{{ ti.xcom_pull(task_ids='stage')['work_prefix'] }}aml/",
         month=plan_value("month"),
+        job_name=plan_value("job_id"),  # the Batch job id's rule (include/monthly/layout.py)
         deferrable=True,
         poll_interval=CONFIG.poll_interval_s,
         timeout=CONFIG.job_timeout_s,

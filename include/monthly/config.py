@@ -1,9 +1,14 @@
-"""Deployment settings of the monthly DAG, read once from the environment.
+"""The one settings module of the monthly job.
 
-Everything an operator of this product may want to change without touching
-code lives here, with its environment variable (``MONTHLY_DETECTION_*``) and
-its default. The DAG reads these at parse time for defaults; per-run overrides
-come from the DAG's params (validated in ``include.monthly.plan``).
+``DagConfig`` holds everything an operator of this product may change without
+touching code, each with its environment variable (``MONTHLY_DETECTION_*``) and
+its default: connections, container names, pool, scoring, job limits, Azure ML
+and prices. The DAG reads it once at parse time; per-run overrides come from the
+DAG's params (validated in ``include.monthly.plan``).
+
+Below it, the fixed tunables of the library code (thread counts, block sizes,
+how much a message lists): settings too, kept here so that no other module of
+``include.monthly`` holds one. Blob paths and names live in ``layout``.
 """
 from __future__ import annotations
 
@@ -12,11 +17,22 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 
-from include.monthly.layout import DEFAULT_SHARD_SIZE, BlobLayout
-
 _PREFIX = "MONTHLY_DETECTION_"
 #: Azure ML's rule for datastore names (studio: "lowercase letters, digits, and underscore").
 DATASTORE_NAME = re.compile(r"^[a-z0-9_]+$")
+
+# Fixed tunables of the library code (not read from the environment).
+# Block size for the atomic upload of predictions.csv (Azure allows 50,000 blocks per blob).
+PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
+# How many names an error message or a record lists before saying "and N more".
+MAX_LISTED_NAMES = 20
+# Staging: manifests uploaded by this many threads at once.
+STAGE_UPLOAD_THREADS = 8
+# Merge: shards fetched ahead of the one being written, by this many download threads.
+MERGE_PREFETCH_SHARDS = 8
+MERGE_DOWNLOAD_THREADS = 4
+# Longest failure reason copied into an `error` row (stderr tails can be long).
+MAX_ERROR_REASON_CHARS = 2000
 
 # Compute prices in USD per node-hour (Linux), by VM size: what the month's node time costs.
 # Override or extend with MONTHLY_DETECTION_VM_PRICES='{"Standard_X": {"spot": 0.1, "dedicated": 0.5}}'.
@@ -45,10 +61,10 @@ class DagConfig:
     azure_batch_conn_id: str = "azure_batch_default"
     wasb_conn_id: str = "wasb_default"
     azure_ml_conn_id: str = "azure_ml_default"
-    # Containers.
-    input_container: str = BlobLayout.input_container
-    work_container: str = BlobLayout.work_container
-    output_container: str = BlobLayout.output_container
+    # Containers: the month folders (read only), the runs' working files, the published outputs.
+    input_container: str = "images"
+    work_container: str = "work"
+    output_container: str = "predictions"
     # Batch pool: one T4 GPU per node, spot capacity by default.
     pool_prefix: str = "yolo-gpu"
     vm_size: str = "Standard_NC4as_T4_v3"
@@ -64,7 +80,7 @@ class DagConfig:
     container_registry_conn_id: str = ""
     node_wait_timeout_s: int = 1800
     # Scoring.
-    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_size: int = 500  # images per Batch task (and per Azure ML mini-batch)
     weights: str = "yolov8n.pt"
     conf: float = 0.25
     imgsz: int = 640

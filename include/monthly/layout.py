@@ -1,10 +1,11 @@
 """Where the monthly job keeps its blobs, and how months, runs and jobs are named.
 
-This is the one settings module of the monthly job: container names, blob
-paths, the image extensions that are scored, shard and upload sizes, and the
-naming rules for run keys and Azure Batch job ids. Everything else asks here.
+Paths and names only: the blob names of a run's working files and of a month's
+published outputs, the month's key, and one naming rule (``compute_id``) for
+the Azure Batch job and pool ids and the Azure ML job name. Settings (container
+names, sizes, thread counts) live in ``include.monthly.config``.
 
-Blob layout::
+Blob layout (container names are ``DagConfig`` settings)::
 
     images/        YYYYMM/...any/nested/path/photo.jpg           (input, read only)
     work/          runs/YYYYMM/<run_key>/stage.json              (staging record)
@@ -22,24 +23,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
-# Files scored as images (compared lower-case); every other blob is recorded as skipped.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-)
-DEFAULT_SHARD_SIZE = 500
-# Block size for the atomic upload of predictions.csv (Azure allows 50,000 blocks per blob).
-PUBLISH_BLOCK_SIZE = 4 * 1024 * 1024
-# How many names an error message or a record lists before saying "and N more".
-MAX_LISTED_NAMES = 20
-# Staging: manifests uploaded by this many threads at once.
-STAGE_UPLOAD_THREADS = 8
-# Merge: shards fetched ahead of the one being written, by this many download threads.
-MERGE_PREFETCH_SHARDS = 8
-MERGE_DOWNLOAD_THREADS = 4
-# Longest failure reason copied into an `error` row (stderr tails can be long).
-MAX_ERROR_REASON_CHARS = 2000
 # Azure Batch ids: letters, digits, hyphens, underscores; at most 64 characters;
 # unique case-insensitively, so ours are lower-case.
 BATCH_ID_MAX_LENGTH = 64
@@ -100,6 +84,19 @@ def _hash8(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:8]
 
 
+def compute_id(*readable: str, digest_of: tuple[str, ...] = ()) -> str:
+    """The one naming rule for what the job creates in Azure (Batch job and pool ids, the Azure ML job name).
+
+    The readable parts joined by '-', then (when ``digest_of`` is given) 8 hex of
+    their SHA-256, so inputs that slug alike still differ; at most 64 characters,
+    never ending in '-'. Valid as an Azure Batch id (letters, digits, '-', '_',
+    ≤ 64) and as an Azure ML job name (the same, ≤ 255, starting with a letter
+    or digit) when the parts are slugs, month keys or run keys.
+    """
+    parts = [*readable, _hash8(*digest_of)] if digest_of else list(readable)
+    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH].rstrip("-")
+
+
 def run_key(run_id: str) -> str:
     """A short key for one Airflow run, safe in blob names and Batch ids.
 
@@ -108,22 +105,24 @@ def run_key(run_id: str) -> str:
     """
     if not run_id:
         raise ValueError("run_id must be a non-empty string")
-    slug = _slug(run_id, 40)
-    digest = _hash8(run_id)
-    return f"{slug}-{digest}" if slug else digest
+    return compute_id(_slug(run_id, 40), digest_of=(run_id,))
 
 
 def job_id(dag_id: str, month: Month, run_id: str) -> str:
-    """The Azure Batch job id of one DAG run for one month: deterministic, ≤ 64 chars.
+    """The job of one DAG run for one month: its Azure Batch job id and its Azure ML job name.
 
-    The same (dag, month, run) always gives the same id, so a retried task finds
-    its job instead of creating a second one; other months or runs never share it.
+    Deterministic, ≤ 64 chars: the same (dag, month, run) always gives the same
+    id, so a retried task finds its job instead of creating a second one; other
+    months or runs never share it.
     """
     if not dag_id or not run_id:
         raise ValueError(f"dag_id and run_id must be non-empty (got {dag_id!r}, {run_id!r})")
-    digest = _hash8(dag_id, month.key, run_id)
-    parts = [_slug(dag_id, 20), month.key, _slug(run_id, 24), digest]
-    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH]
+    return compute_id(_slug(dag_id, 20), month.key, _slug(run_id, 24), digest_of=(dag_id, month.key, run_id))
+
+
+def pool_id(pool_prefix: str, run_key: str) -> str:
+    """The Azure Batch pool of one run: the deployment's prefix and the run key (which holds the digest)."""
+    return compute_id(pool_prefix, run_key)
 
 
 def shard_id(index: int) -> str:
@@ -202,23 +201,3 @@ class OutputPaths:
     @property
     def report(self) -> str:
         return f"{self.month.prefix}report.html"
-
-
-@dataclass(frozen=True)
-class BlobLayout:
-    """The three containers of the job (names overridable per deployment)."""
-
-    input_container: str = "images"
-    work_container: str = "work"
-    output_container: str = "predictions"
-
-    def run(self, month: Month, run_key: str) -> RunPaths:
-        return RunPaths(month, run_key)
-
-    def output(self, month: Month) -> OutputPaths:
-        return OutputPaths(month)
-
-
-def is_image_name(name: str) -> bool:
-    """True if the blob name has one of IMAGE_EXTENSIONS (any case)."""
-    return not name.endswith("/") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS

@@ -41,7 +41,7 @@ from typing import Any, Iterator, Mapping
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient, StorageStreamDownloader
 
-from include.monthly.layout import MAX_LISTED_NAMES, MERGE_DOWNLOAD_THREADS, MERGE_PREFETCH_SHARDS
+from include.monthly.config import MAX_LISTED_NAMES, MERGE_DOWNLOAD_THREADS, MERGE_PREFETCH_SHARDS
 from include.monthly.schema import (
     CLASS_NAME_COLUMN,
     IMAGE_COLUMN,

@@ -10,22 +10,25 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from include.monthly.config import DagConfig
-from include.monthly.layout import Month, job_id, parse_month, run_key
-from include.monthly.weights import local_weights
+from include.monthly.layout import Month, job_id, parse_month, pool_id, run_key
+from include.monthly.weights import WeightsRef
 
 BACKENDS = ("batch", "aml")
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Everything one run needs to know; JSON-safe (it travels by XCom), no secrets."""
+    """Everything one run needs to know, no secrets; ``as_dict`` is what XCom carries, ``from_dict`` reads it back.
 
-    month: str
+    The month is parsed once, here in validate; tasks use ``plan.month`` (a ``Month``).
+    """
+
+    month: Month
     month_key: str
     backend: str
     run_id: str
     run_key: str
-    job_id: str
+    job_id: str  # the Azure Batch job id and the Azure ML job name (include.monthly.layout.job_id)
     pool_id: str
     shard_size: int
     dedicated_nodes: int
@@ -39,7 +42,13 @@ class RunPlan:
     error_threshold: str
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe: the month as ``YYYY-MM`` (templates read it as it is)."""
+        return {**asdict(self), "month": str(self.month)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+        """The plan validate returned, as a task pulls it from XCom."""
+        return cls(**{**data, "month": parse_month(data["month"])})
 
 
 def _int(params: dict[str, Any], name: str, minimum: int) -> int:
@@ -99,16 +108,16 @@ def plan_run(
     weights = str(params.get("weights") or "").strip()
     if not weights:
         raise ValueError("param weights is empty")
-    local_weights(weights)  # a folder that is not an OpenVINO export fails here, before anything runs
+    WeightsRef.of(weights)  # a folder that is not an OpenVINO export fails here, before anything runs
     threshold = str(params.get("error_threshold", "0"))
     from azure_compute.batch_progress import ErrorThreshold
 
     ErrorThreshold(threshold)
     key = run_key(run_id)
     return RunPlan(
-        month=str(month), month_key=month.key, backend=backend, run_id=run_id, run_key=key,
+        month=month, month_key=month.key, backend=backend, run_id=run_id, run_key=key,
         job_id=job_id(dag_id, month, run_id),
-        pool_id=f"{config.pool_prefix}-{key}"[:64].rstrip("-"),
+        pool_id=pool_id(config.pool_prefix, key),
         shard_size=shard_size, dedicated_nodes=dedicated, spot_nodes=spot, node_count=dedicated + spot,
         aml_tier="low_priority" if spot else "dedicated", conf=conf,
         imgsz=imgsz, batch_size=batch_size, weights=weights, error_threshold=threshold,

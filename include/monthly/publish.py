@@ -34,7 +34,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ContentSettings
 
-from include.monthly.layout import PUBLISH_BLOCK_SIZE, Month, OutputPaths
+from include.monthly.config import PUBLISH_BLOCK_SIZE
+from include.monthly.layout import Month, OutputPaths
 
 log = logging.getLogger(__name__)
 

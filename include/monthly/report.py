@@ -243,13 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     """``make report MONTH=YYYY-MM``: the report of a published month, written under ``--output/YYYYMM/``."""
     from azure.storage.blob import BlobServiceClient
 
+    from include.monthly.config import DagConfig
     from include.monthly.layout import parse_month
     from include.monthly.publish import save_published
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--month", required=True, help="YYYY-MM")
     parser.add_argument("--output", default="demo-output")
-    parser.add_argument("--container", default="predictions")
+    parser.add_argument("--container", default=DagConfig.output_container)
     args = parser.parse_args(argv)
     service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
     folder = save_published(service.get_container_client(args.container), parse_month(args.month), Path(args.output))

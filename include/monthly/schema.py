@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from include.monthly.layout import MAX_ERROR_REASON_CHARS
+from include.monthly.config import MAX_ERROR_REASON_CHARS
 from include.scoring.yolo_scoring import contract
 from include.scoring.yolo_scoring.contract import (  # noqa: F401 - the merge's names for the contract's
     CLASS_NAME_COLUMN,

@@ -33,15 +33,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from include.monthly.layout import (
-    MAX_LISTED_NAMES,
-    STAGE_UPLOAD_THREADS,
-    Month,
-    RunPaths,
-    is_image_name,
-    parse_month,
-    shard_id,
-)
+from include.monthly.config import MAX_LISTED_NAMES, STAGE_UPLOAD_THREADS
+from include.monthly.layout import Month, RunPaths, parse_month, shard_id
+from include.scoring.yolo_scoring import contract
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +132,11 @@ def validate_shard_size(shard_size: int) -> int:
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
         raise ValueError(f"shard_size must be a positive whole number of images, got {shard_size!r}")
     return shard_size
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a blob is an image to score: not a folder marker, and a suffix of the scoring contract's."""
+    return not name.endswith("/") and contract.is_image_name(name)
 
 
 def skip_reason(name: str) -> str | None:

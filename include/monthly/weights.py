@@ -102,26 +102,3 @@ class WeightsRef:
     def aml_input_type(self) -> str:
         """The Azure ML input type of the staged weights."""
         return "uri_folder" if self.is_folder else "uri_file"
-
-
-def aml_input_type(weights_uri: str) -> str:
-    """The Azure ML input type for a weights URI or path: a folder's ends in /."""
-    return "uri_folder" if weights_uri.endswith("/") else "uri_file"
-
-
-# The functions the DAG and plan call today (thin wrappers over WeightsRef).
-
-
-def local_weights(weights: str) -> Path | None:
-    """The local file or export folder `weights` names, None for a model name; ValueError for any other folder."""
-    return WeightsRef.of(weights).local
-
-
-def stage_weights(work_container: ContainerClient, paths: RunPaths, weights: str) -> str | None:
-    """Upload local weights for the run: the blob name of a file, the prefix (ending in /) of a folder, or None."""
-    return WeightsRef.of(weights).stage(work_container, paths).blob
-
-
-def is_folder(weights_blob: str | None) -> bool:
-    """Whether a staged weights location is an export folder (a prefix) rather than one file."""
-    return WeightsRef.staged(weights_blob).is_folder

@@ -53,6 +53,13 @@ def test_teardown_runs_after_the_pool_is_used_and_waits_are_deferrable(dagbag: D
     assert type(dag.get_task("wait")).__module__ == "azure_compute.sensors.batch"
 
 
+def test_the_azure_ml_job_is_named_like_the_batch_job(dagbag: DagBag) -> None:
+    """One naming rule (include.monthly.layout.job_id): the submit task takes the plan's job id as its job name."""
+    dag = dagbag.dags["monthly_detection"]
+    assert dag.get_task("submit").job_name == dag.get_task("create_job").job_id
+    assert "'job_id'" in dag.get_task("submit").job_name
+
+
 def test_parsing_the_dag_folder_does_not_import_the_azure_ml_sdk(tmp_path: Path) -> None:
     """The DAG processor parses every file again and again under a time limit; ``azure.ai.ml``
     costs seconds to import and, on import, resolves the cloud named in ``AZUREML_CURRENT_CLOUD``

@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from include.monthly.layout import DEFAULT_SHARD_SIZE, RunPaths, parse_month, run_key
+from include.monthly.config import DagConfig
+from include.monthly.layout import RunPaths, parse_month, run_key
 
 XCOM_LIMIT_BYTES = 64 * 1024
-SHARDS_AT_100K = 100_000 // DEFAULT_SHARD_SIZE  # 200
+SHARDS_AT_100K = 100_000 // DagConfig.shard_size  # 200
 SHARD_SIZE = 10
 DESCRIBE_TASKS = ["validate", "stage", "build_tasks"]
 

@@ -7,16 +7,19 @@ import re
 import pytest
 
 from include.monthly.layout import (
-    BlobLayout,
     Month,
-    is_image_name,
+    compute_id,
+    OutputPaths,
+    RunPaths,
     job_id,
     parse_month,
+    pool_id,
     run_key,
 )
-from include.monthly.staging import validate_run_key
+from include.monthly.staging import is_image_name, validate_run_key
 
 BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+AML_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 RUN_IDS = [
     "manual__2024-02-01T00:00:00+00:00",
     "scheduled__2024-02-01T00:00:00+00:00",
@@ -78,7 +81,18 @@ def test_job_id_is_deterministic_distinct_per_month_run_and_dag() -> None:
     assert len({value.lower() for value in ids.values()}) == len(ids)
     for (dag, month, run), value in ids.items():
         assert BATCH_ID.match(value), value
+        assert AML_JOB_NAME.match(value), value  # the same id names the Azure ML job
         assert value == job_id(dag, parse_month(month), run)
+
+
+def test_pool_ids_follow_the_same_rule() -> None:
+    keys = [run_key(run_id) for run_id in RUN_IDS]
+    pools = [pool_id("yolo-gpu", key) for key in keys]
+    assert len(set(pools)) == len(pools)
+    for key, value in zip(keys, pools):
+        assert value == f"yolo-gpu-{key}" and BATCH_ID.match(value), value
+    assert pool_id("p" * 70, keys[0]) == "p" * 64
+    assert compute_id("a-", "b", digest_of=("x",)).startswith("a--b-")  # parts kept as given, digest last
 
 
 def test_job_id_is_readable() -> None:
@@ -87,18 +101,17 @@ def test_job_id_is_readable() -> None:
 
 
 def test_run_paths_keep_months_and_runs_apart() -> None:
-    layout = BlobLayout()
-    january = layout.run(parse_month("2024-01"), run_key("r1"))
+    january = RunPaths(parse_month("2024-01"), run_key("r1"))
     assert january.manifest("shard-00000") == f"runs/202401/{run_key('r1')}/manifests/shard-00000.txt"
     assert january.result("shard-00003").endswith("/results/shard-00003.csv")
     assert january.log("shard-00001", "stderr").endswith("/logs/shard-00001/stderr.txt")
     assert january.code().endswith("/code/score.py")
     assert january.merged_predictions == f"{january.prefix}merged/predictions.csv"
-    others = [layout.run(parse_month("2024-02"), run_key("r1")), layout.run(parse_month("2024-01"), run_key("r2"))]
+    others = [RunPaths(parse_month("2024-02"), run_key("r1")), RunPaths(parse_month("2024-01"), run_key("r2"))]
     for other in others:
         assert not other.prefix.startswith(january.prefix) and not january.prefix.startswith(other.prefix)
-    assert layout.output(parse_month("2024-01")).predictions == "202401/predictions.csv"
-    assert layout.output(parse_month("2024-01")).summary == "202401/summary.json"
+    assert OutputPaths(parse_month("2024-01")).predictions == "202401/predictions.csv"
+    assert OutputPaths(parse_month("2024-01")).summary == "202401/summary.json"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from include.monthly.layout import RunPaths, parse_month
-from include.monthly.weights import FILE, FOLDER, NAME, WEIGHTS_FILE, WeightsRef, is_folder, stage_weights
+from include.monthly.weights import FILE, FOLDER, NAME, WEIGHTS_FILE, WeightsRef
 
 
 def test_a_file_a_folder_and_a_name_are_told_apart(tmp_path: Path, openvino_weights_path: Path) -> None:
@@ -37,9 +37,9 @@ def test_staged_weights_reach_batch_and_azure_ml_in_the_shape_each_expects(
 
     weights = tmp_path / "best.pt"
     weights.write_bytes(b"weights bytes")
-    blob = stage_weights(containers.work, paths, str(weights))  # the old function gives the same location
-    file = WeightsRef.staged(blob, str(weights))
-    assert containers.work.download_blob(blob).readall() == b"weights bytes" and not is_folder(blob)
+    blob = WeightsRef.of(str(weights)).stage(containers.work, paths).blob
+    file = WeightsRef.staged(blob, str(weights))  # read back from XCom's blob name: the same reference
+    assert containers.work.download_blob(blob).readall() == b"weights bytes" and not WeightsRef.staged(blob).is_folder
     assert file.batch_resource("work") == ({"container": "work", "blob": blob, "file_path": WEIGHTS_FILE}, WEIGHTS_FILE)
     assert file.aml_input_type == "uri_file"
 
