@@ -14,7 +14,7 @@ from local_stack.batch_service import registry
 from local_stack.batch_service.engine import Engine, EngineConfig
 from local_stack.batch_service.faults import Faults
 from local_stack.batch_service.server import BatchApp
-from local_stack.batch_service.store import Store
+from local_stack.batch_service.account_store import Store
 
 KEY_VARIABLE = "LOCAL_BATCH_KEY"
 

@@ -1,6 +1,6 @@
 """The Batch account's state and its scheduler: pools of local "nodes", jobs, tasks.
 
-All state is in memory under one lock and written through to SQLite (store.py).
+All state is in memory under one lock and written through to SQLite (account_store.py).
 A scheduler thread allocates nodes, runs start tasks, hands active tasks to free
 task slots, enforces maxWallClockTime and completes jobs; each running task is a
 worker thread that fetches resource files, runs the process, uploads output
@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_stack.batch_service import (
-    autopool, autoscale, blobfiles, dependencies, job_ops, job_prep, node_ops, registry, runner, supported,
+    autopool, autoscale, blobfiles, dependencies, job_ops, job_prep, node_ops, registry, supported, task_process,
 )
 from local_stack.batch_service.errors import BatchServiceError, exists, invalid_property, missing_property, not_found
 from local_stack.batch_service.faults import Faults
 from local_stack.batch_service.formats import elapsed_since, new_etag, now_iso, parse_duration
-from local_stack.batch_service.store import Store
+from local_stack.batch_service.account_store import Store
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_DURATION = "P10675199DT2H48M5.4775807S"
@@ -146,7 +146,7 @@ class Engine:
         with self.lock:
             for running in list(self.procs.values()):
                 running.kill_reason = "shutdown"
-                runner.kill(running.proc)
+                task_process.kill(running.proc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -195,7 +195,7 @@ class Engine:
             self.task_keys[job_id][task["id"].lower()] = task["id"]
             if task["state"] in ("running", "preparing"):
                 if task.get("_pid"):
-                    runner.kill_leftover(task["_pid"], [f"AZ_BATCH_JOB_ID={job_id}", f"AZ_BATCH_TASK_ID={task['id']}"])
+                    task_process.kill_leftover(task["_pid"], [f"AZ_BATCH_JOB_ID={job_id}", f"AZ_BATCH_TASK_ID={task['id']}"])
                 info = task.setdefault("executionInfo", {})
                 info["requeueCount"] = info.get("requeueCount", 0) + 1
                 info["lastRequeueTime"] = now_iso()
@@ -670,7 +670,7 @@ class Engine:
             name = f"autouser-task-{task_key}"
         home = self._node_dir(pool_id, node_id) / "users" / name
         home.mkdir(parents=True, exist_ok=True)
-        return {"PATH": runner.SYSTEM_PATH, "HOME": str(home)}
+        return {"PATH": task_process.SYSTEM_PATH, "HOME": str(home)}
 
     def _runtime(self, pool_id: str, settings: dict | None) -> dict:
         """What _execute needs to start the command in a container: its settings and the pool's registries."""
@@ -689,7 +689,7 @@ class Engine:
             node = self.nodes.get(pool_id, {}).get(node_id)
             if node is None or node["_boot"] != boot:
                 return
-            env = runner.task_environment(
+            env = task_process.task_environment(
                 self._home(pool_id, node_id, start_task.get("userIdentity"), "start"),
                 {**self._batch_vars(pool_id, node_id, node.get("isDedicated", True)),
                  "AZ_BATCH_TASK_DIR": str(task_dir), "AZ_BATCH_TASK_WORKING_DIR": str(working_dir)},
@@ -730,7 +730,7 @@ class Engine:
         running = self.procs.get(("start", pool_id, node_id))
         if running:
             running.kill_reason = "node-removed"
-            runner.kill(running.proc)
+            task_process.kill(running.proc)
 
     def _evict_node_tasks(self, pool_id: str, node_id: str) -> list[str]:
         """Kill every task running on the node and put it back in its job's queue (requeueCount + 1)."""
@@ -744,7 +744,7 @@ class Engine:
             if info.get("nodeId") != node_id or info.get("poolId") != pool_id:
                 continue
             running.kill_reason = "preempted"
-            runner.kill(running.proc)
+            task_process.kill(running.proc)
         for job_id, tasks in self.tasks.items():
             for task in tasks.values():
                 if task["state"] in ("running", "preparing") and (task.get("nodeInfo") or {}).get("nodeId") == node_id \
@@ -1071,7 +1071,7 @@ class Engine:
         running = self.procs.get(("task", job_id, task["id"]))
         if running:
             running.kill_reason = reason
-            runner.kill(running.proc)
+            task_process.kill(running.proc)
         if task["state"] in ("running", "preparing"):
             self._release_slot(task)
         task["_attempt"] = task.get("_attempt", 0) + 1
@@ -1173,7 +1173,7 @@ class Engine:
         node["runningTaskSlotsCount"] += task.get("requiredSlots") or 1
         node["totalTasksRun"] += 1
         self._set_node_state(node, "running")
-        env = runner.task_environment(
+        env = task_process.task_environment(
             self._home(pool["id"], node["id"], task.get("userIdentity"), f"{job_id}-{task['id']}"),
             {**self._batch_vars(pool["id"], node["id"], node.get("isDedicated", True)),
              "AZ_BATCH_JOB_ID": job_id,
@@ -1214,10 +1214,10 @@ class Engine:
                 stdout.touch()
                 stderr.write_text(f"{err}: {err.details.get('Message', '')}\n")
                 return None, err.failure_info()
-            run_workdir, run_env = runner.container_run_options(settings.get("containerRunOptions"))
+            run_workdir, run_env = task_process.container_run_options(settings.get("containerRunOptions"))
             # In the container: the image's environment, then the task's variables (docker create -e).
             env = {**image.env, **{k: v for k, v in env.items() if k != "PATH"}, **run_env}
-            env.setdefault("PATH", runner.SYSTEM_PATH)
+            env.setdefault("PATH", task_process.SYSTEM_PATH)
             if run_workdir:
                 cwd = Path(run_workdir)
             elif (settings.get("workingDirectory") or "").lower() == "containerimagedefault" and image.workdir:
@@ -1234,8 +1234,8 @@ class Engine:
             stderr.write_text(f"exit code {forced} injected by /_emulator/faults\n")
             return forced, None
         try:
-            argv = runner.split_command_line(spec["commandLine"])
-            proc = runner.spawn(argv, cwd, env, stdout, stderr)
+            argv = task_process.split_command_line(spec["commandLine"])
+            proc = task_process.spawn(argv, cwd, env, stdout, stderr)
         except ValueError as err:
             stderr.write_text(f"{err}\n")
             return None, {"category": "usererror", "code": "CommandLineInvalid", "message": f"The command line could not be parsed: {err}"}
@@ -1244,7 +1244,7 @@ class Engine:
             return None, {"category": "usererror", "code": "CommandProgramNotFound", "message": f"The specified command program is not found: {err.strerror}"}
         with self.lock:
             if self._stop.is_set() or self._current_attempt(key) != attempt:
-                runner.kill(proc)
+                task_process.kill(proc)
                 proc.wait()
                 return None, None
             self.procs[key] = RunningProcess(proc, attempt, time.monotonic(), limit)
@@ -1263,14 +1263,14 @@ class Engine:
                 return None, None  # stopping: the task stays running in the store and is requeued on start
         reason = running.kill_reason if running else None
         if reason == "wallclock":
-            return runner.exit_code_of(returncode), {
+            return task_process.exit_code_of(returncode), {
                 "category": "usererror", "code": "TaskEnded",
                 "message": "Task was ended by the Batch service because it exceeded its maxWallClockTime.",
                 "details": [{"name": "Reason", "value": "MaxWallClockTimeExpiry"}],
             }
         if reason is not None:
             return None, None
-        return runner.exit_code_of(returncode), None
+        return task_process.exit_code_of(returncode), None
 
     def _current_attempt(self, key: tuple) -> int | None:
         if key[0] == "task":
@@ -1356,7 +1356,7 @@ class Engine:
             if running.wall_clock_limit is not None and running.kill_reason is None \
                     and now - running.started > running.wall_clock_limit:
                 running.kill_reason = "wallclock"
-                runner.kill(running.proc)
+                task_process.kill(running.proc)
 
     # ------------------------------------------------------------------ task files
     def task_file(self, job_id: str, task_id: str, file_path: str) -> Path:
