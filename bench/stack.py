@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local_stack.azurite import AzuriteEndpoint, start_azurite, stop_azurite
-from local_stack.batch_service.launcher import BatchEndpoint, start_batch_service, stop_batch_service
+from local_stack.batch_service.batch_endpoint import BatchEndpoint, start_batch_service, stop_batch_service
 from local_stack.processes import free_port
 
 

@@ -34,7 +34,7 @@ def pytest_pyfunc_call(pyfuncitem):
 def local_batch_service(tmp_path):
     """Each test gets its own service (state, nodes, jobs), as each live test gets a fresh account."""
     from devtools_testutils import service
-    from local_stack.batch_service.launcher import start_batch_service, stop_batch_service
+    from local_stack.batch_service.batch_endpoint import start_batch_service, stop_batch_service
     from local_stack.processes import free_port
 
     key = base64.b64encode(secrets.token_bytes(32)).decode()

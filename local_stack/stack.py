@@ -26,8 +26,8 @@ from pathlib import Path
 
 from local_stack import scoring_image
 from local_stack.azurite import ACCOUNT_NAME, AzuriteEndpoint, start_azurite
-from local_stack.aml_service.launcher import AmlEndpoint, start_aml_service
-from local_stack.batch_service.launcher import start_batch_service
+from local_stack.aml_service.aml_endpoint import AmlEndpoint, start_aml_service
+from local_stack.batch_service.batch_endpoint import start_batch_service
 from local_stack.processes import ServiceProcess
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

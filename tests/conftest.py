@@ -105,12 +105,12 @@ class LocalBatch:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from local_stack.batch_service.launcher import start_batch_service
+        from local_stack.batch_service.batch_endpoint import start_batch_service
 
         self.endpoint = start_batch_service(self.state_dir, self.port, self.account, self.key, self.storage_connection_string)
 
     def stop(self) -> None:
-        from local_stack.batch_service.launcher import stop_batch_service
+        from local_stack.batch_service.batch_endpoint import stop_batch_service
 
         stop_batch_service(self.state_dir)
 

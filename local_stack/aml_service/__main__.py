@@ -11,7 +11,7 @@ from aiohttp import web
 from local_stack.aml_service.app import ServiceConfig, make_app
 from local_stack.aml_service.blob import StorageAccount
 from local_stack.aml_service.jobs import JobScheduler
-from local_stack.aml_service.store import ResourceStore
+from local_stack.aml_service.resource_store import ResourceStore
 
 DEFAULT_TOKEN = "local-aml-token"
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from local_stack.aml_service.blob import StorageAccount
 from local_stack.aml_service.jobs import FORCED_STATES, DatastoreNotFound, JobScheduler
-from local_stack.aml_service.store import ResourceStore
+from local_stack.aml_service.resource_store import ResourceStore
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Job execution of the local Azure ML endpoint: resolve a submitted job, run it, track its state.
 
-A pipeline job's parallel step is resolved into a plain `RunPlan` (where the code, the
+A pipeline job's parallel step is resolved into a plain `ParallelRunPlan` (where the code, the
 input folder and the output file live in Azurite, and the step's settings), which a
-`runner` subprocess executes. The job moves Queued -> Preparing -> Running ->
+`parallel_driver` subprocess executes. The job moves Queued -> Preparing -> Running ->
 Finalizing -> Completed, or Failed (with the error in the run-history details, as a
 workspace reports it) or Canceled. One job runs at a time (a small machine); the others wait Queued.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from local_stack.aml_service.blob import StorageAccount
-from local_stack.aml_service.store import ResourceStore
+from local_stack.aml_service.resource_store import ResourceStore
 
 if TYPE_CHECKING:
     from local_stack.aml_service.app import AmlService
@@ -63,7 +63,7 @@ class BlobLocation:
 
 
 @dataclass
-class RunPlan:
+class ParallelRunPlan:
     """Everything the runner needs for one parallel step, resolved from the ARM documents."""
 
     job_name: str
@@ -89,7 +89,7 @@ class RunPlan:
     extra_inputs: dict[str, BlobLocation] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+    def from_dict(cls, data: dict[str, Any]) -> ParallelRunPlan:
         values = dict(data)
         for key in ("code", "input", "output", "model"):
             if values.get(key) is not None:
@@ -205,11 +205,11 @@ class JobScheduler:
         container, _, path = uri[len(endpoint):].partition("/")
         return BlobLocation(container, path.strip("/"))
 
-    def plan(self, doc: dict[str, Any]) -> RunPlan:
-        """The RunPlan of a job document; ValueError names what the local endpoint cannot run."""
+    def plan(self, doc: dict[str, Any]) -> ParallelRunPlan:
+        """The ParallelRunPlan of a job document; ValueError names what the local endpoint cannot run."""
         stored = self.store.get(f"plans/{doc['name']}")
         if stored is not None:  # resolved when the job was created (batch endpoint invoke)
-            return RunPlan.from_dict(stored)
+            return ParallelRunPlan.from_dict(stored)
         props = doc["properties"]
         job_type = props.get("jobType")
         if job_type != "Pipeline":
@@ -269,7 +269,7 @@ class JobScheduler:
                 skip = True
                 continue
             entry_arguments.append(arg)
-        return RunPlan(
+        return ParallelRunPlan(
             job_name=doc["name"],
             code=self._code_location(task.get("code") or ""),
             entry_script=task.get("entry_script") or "",
@@ -441,7 +441,7 @@ class JobScheduler:
                 return
             await self._run_plan(name, plan)
 
-    async def _run_plan(self, name: str, plan: RunPlan) -> None:
+    async def _run_plan(self, name: str, plan: ParallelRunPlan) -> None:
         work = self.state_dir / "runs" / name
         work.mkdir(parents=True, exist_ok=True)
         stop_leftover_runner(work / "runner.pid")  # a runner orphaned when the service was killed
@@ -452,7 +452,7 @@ class JobScheduler:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
         log_file = open(work / "runner.log", "ab")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "local_stack.aml_service.runner", str(spec_file), str(work),
+            sys.executable, "-m", "local_stack.aml_service.parallel_driver", str(spec_file), str(work),
             cwd=str(PROJECT_ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=log_file,
             start_new_session=True,
         )
@@ -511,7 +511,7 @@ class JobScheduler:
             return deployments[0]
         return f"batch endpoint {endpoint!r} has {len(deployments)} deployments and no default; name one"
 
-    def _deployment_plan(self, name: str, deployment: dict, props: dict) -> RunPlan:
+    def _deployment_plan(self, name: str, deployment: dict, props: dict) -> ParallelRunPlan:
         dep = deployment["properties"]
         inputs = props.get("inputData") or {}
         input_uri = next((v.get("uri") for v in inputs.values() if isinstance(v, dict) and v.get("uri")), None)
@@ -536,7 +536,7 @@ class JobScheduler:
             model = self._input_location(asset, "deployment model")
         code = dep.get("codeConfiguration") or {}
         retry = dep.get("retrySettings") or {}
-        return RunPlan(
+        return ParallelRunPlan(
             job_name=name,
             code=self._code_location(code.get("codeId") or ""),
             entry_script=code.get("scoringScript") or "",

@@ -11,10 +11,11 @@ from pathlib import Path
 from aiohttp import web
 
 from local_stack.batch_service import registry
-from local_stack.batch_service.engine import Engine, EngineConfig
+from local_stack.batch_service.account_state import EngineConfig
+from local_stack.batch_service.account_store import Store
+from local_stack.batch_service.engine import Engine
 from local_stack.batch_service.faults import Faults
 from local_stack.batch_service.server import BatchApp
-from local_stack.batch_service.store import Store
 
 KEY_VARIABLE = "LOCAL_BATCH_KEY"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from local_stack.batch_service import runner
+from local_stack.batch_service import task_process
 from local_stack.batch_service.formats import now_iso
 
 
@@ -60,7 +60,7 @@ def _start(engine, job: dict, pool_id: str, node: dict, kind: str, folder: str) 
     info = {"state": "running", "startTime": now_iso(), "taskRootDirectory": str(task_dir),
             "taskRootDirectoryUrl": f"{node['url']}/files/workitems/{job['id']}/job-1/{folder}", "retryCount": 0}
     _status(job, pool_id, node)[f"{kind}ExecutionInfo"] = info
-    env = runner.task_environment(
+    env = task_process.task_environment(
         engine._home(pool_id, node["id"], spec.get("userIdentity"), f"{job['id']}-{folder}"),
         {**engine._batch_vars(pool_id, node["id"], node.get("isDedicated", True)),
          "AZ_BATCH_JOB_ID": job["id"], "AZ_BATCH_TASK_ID": spec.get("id") or folder,

@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, unquote, urlencode
 from aiohttp import web
 
 from local_stack.batch_service import auth, files, job_ops, node_ops, odata
-from local_stack.batch_service.engine import Engine, public
+from local_stack.batch_service.account_state import public
+from local_stack.batch_service.engine import Engine
 from local_stack.batch_service.errors import BatchServiceError, error_body, invalid_property, invalid_query
 from local_stack.batch_service.faults import HTTP_FAULT_CODES, Faults
 from local_stack.batch_service.formats import now_iso, rfc1123

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from local_stack.aml_service.launcher import AmlEndpoint, start_aml_service, stop_aml_service
+from local_stack.aml_service.aml_endpoint import AmlEndpoint, start_aml_service, stop_aml_service
 from local_stack.azurite import AzuriteEndpoint
 from local_stack.processes import free_port
 

@@ -11,7 +11,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from local_stack.demo.seed import seed_month
-from local_stack.aml_service.launcher import start_aml_service, stop_aml_service
+from local_stack.aml_service.aml_endpoint import start_aml_service, stop_aml_service
 from local_stack.processes import free_port
 from include.monthly.layout import parse_month
 from include.monthly.publish import load_published

@@ -14,7 +14,7 @@ from pathlib import Path
 from azure.batch import models
 
 from batch_helpers import make_job, make_pool, read_file, unique, wait_for_tasks, wait_until
-from local_stack.batch_service.runner import SYSTEM_PATH
+from local_stack.batch_service.task_process import SYSTEM_PATH
 from local_stack.scoring_image import IDENTITY
 from include.monthly.config import DagConfig
 from include.monthly.runtime import VENV, recipe_command_line, scoring_argv, start_task

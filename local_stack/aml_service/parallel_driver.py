@@ -1,4 +1,4 @@
-"""The parallel runner of the local Azure ML endpoint (one subprocess per job).
+"""The parallel run driver of the local Azure ML endpoint (one subprocess per job, the "runner").
 
 It does what Azure ML's parallel run driver does on a cluster, on this machine:
 downloads the code asset and the input folder from Azurite, starts

@@ -1,4 +1,4 @@
-"""Start and stop the local Azure ML endpoint as a background process (like the Batch service's launcher).
+"""Start and stop the local Azure ML endpoint as a background process (like batch_service/batch_endpoint.py).
 
 `make local-up` (local_stack/stack.py) uses `start_aml_service`,
 `AmlEndpoint.answers` and `AmlEndpoint.environment`.
