@@ -1,8 +1,9 @@
 """Azure Batch API requests: our DAG path versus the stock provider's way, counted by the local service.
 
 Counts come from the local Batch service's ``/_emulator/requests`` (requests
-per REST operation), reset before each step. The job's pool has no nodes, so
-the tasks stay active and the counts are not disturbed by running tasks.
+per REST operation), reset before each step. The add and stock-poll job's pool
+has no nodes, so its tasks stay active and the counts are not disturbed by
+running tasks.
 
 - add: the 100 shard tasks that ``scoring_task_specs`` describes for 10,000
   images (shard size 100), turned into Batch tasks by
@@ -14,6 +15,11 @@ the tasks stay active and the counts are not disturbed by running tasks.
   ``AzureBatchJobSensor.poke`` (poke mode), against one poll cycle of the
   provider's ``AzureBatchTrigger``, which lists every task. Each trigger is run
   with its deadline already past, so it polls exactly once and returns.
+  Ours is counted in the two states ``BatchHook.job_progress`` tells apart: a
+  task running (a one-node pool whose one task sleeps: the task counts only,
+  the judged ``poll_requests_per_cycle``) and nothing running (the job's state
+  too, since a terminated job leaves unstarted tasks active:
+  ``poll_requests_per_cycle_none_running``).
   The same is done for a job holding one task per image (10,000 tasks), the
   shape the stock operator leads to when each image is its own task.
 """
@@ -28,6 +34,7 @@ from typing import Any
 from bench.config import REQUEST_IMAGES, REQUEST_SHARDS
 
 ADD_OPERATIONS = ("Task_Add", "Task_AddCollection")
+RUNNING_WAIT_S = 120  # for the one-node pool's node to start and run its task
 
 
 def _requests(endpoint) -> dict[str, int]:
@@ -52,11 +59,11 @@ def _first_event(trigger) -> dict[str, Any]:
     return asyncio.run(first())
 
 
-def _pool_and_job(client, pool_id: str, job_id: str) -> None:
+def _pool_and_job(client, pool_id: str, job_id: str, nodes: int = 0) -> None:
     from azure.batch import models as m
 
     client.create_pool(m.BatchPoolCreateOptions(
-        id=pool_id, vm_size="Standard_NC4as_T4_v3", target_dedicated_nodes=0,
+        id=pool_id, vm_size="Standard_NC4as_T4_v3", target_dedicated_nodes=nodes,
         virtual_machine_configuration=m.VirtualMachineConfiguration(
             image_reference=m.BatchVmImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204"),
             node_agent_sku_id="batch.node.ubuntu 22.04")))
@@ -90,6 +97,21 @@ def _shard_tasks(job_id: str) -> list:
     operator = AzureBatchAddTasksOperator(task_id="add_tasks", job_id=job_id, tasks=specs)
     sas = _SasCache(BlobSasHook(wasb_conn_id="wasb_default"), timedelta(hours=1))
     return [operator._task(spec, sas) for spec in specs]
+
+
+def _running_job(client, pool_id: str, job_id: str) -> None:
+    """A job on a one-node pool whose only task is running (sleeping) when this returns."""
+    from azure.batch import models as m
+
+    from azure_compute.hooks.batch import BatchHook
+
+    _pool_and_job(client, pool_id, job_id, nodes=1)
+    BatchHook().add_tasks(job_id, [m.BatchTaskCreateOptions(id="sleeper", command_line="sleep 600")])
+    deadline = time.monotonic() + RUNNING_WAIT_S
+    while client.get_job_task_counts(job_id).task_counts.running < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id}: its task was not running after {RUNNING_WAIT_S} s")
+        time.sleep(1)
 
 
 def _response_bytes(call) -> int:
@@ -141,6 +163,17 @@ def run(batch_endpoint) -> dict[str, Any]:
     if ours_event.get("status") != "timeout" or stock_event.get("status") != "timeout" or poke.is_done:
         raise RuntimeError(f"the polls did not see a running job: {ours_event}, {stock_event}")
 
+    # The state a job spends most of its time in: tasks running. A poll then needs the task counts only;
+    # while nothing runs (above: no nodes) it also reads the job's state (BatchHook.job_progress).
+    running_pool, running_job = f"bench-run-pool-{suffix}", f"bench-run-{suffix}"
+    _running_job(client, running_pool, running_job)
+    running_event, running_counts = _counted(batch_endpoint, lambda: _first_event(
+        AzureBatchJobTrigger(running_job, 1, "azure_batch_default", 1, past)))
+    running_sensor = AzureBatchJobSensor(task_id="wait", job_id=running_job, expected_tasks=1)
+    running_poke, running_poke_counts = _counted(batch_endpoint, lambda: running_sensor.poke({}))
+    if running_event.get("status") != "timeout" or running_poke.is_done:
+        raise RuntimeError(f"the polls did not see the running job: {running_event}")
+
     # The stock operator's shape at full size: one task per image (10,000 tasks).
     per_image = [m.BatchTaskCreateOptions(id=f"img-{i:05d}", command_line=f"{sys.executable} -c pass")
                  for i in range(REQUEST_IMAGES)]
@@ -153,17 +186,20 @@ def run(batch_endpoint) -> dict[str, Any]:
     per_image_list_bytes = _response_bytes(
         lambda hook: list(client.list_tasks(per_image_job, raw_response_hook=hook)))
 
-    for job in (ours_job, stock_job, per_image_job):
+    for job in (ours_job, stock_job, per_image_job, running_job):
         client.begin_delete_job(job, polling_interval=1).result()
-    client.begin_delete_pool(pool_id, polling_interval=1).result()
+    for pool in (pool_id, running_pool):
+        client.begin_delete_pool(pool, polling_interval=1).result()
 
     add_requests = sum(add_counts.get(op, 0) for op in ADD_OPERATIONS)
     stock_add_requests = sum(stock_add_counts.get(op, 0) for op in ADD_OPERATIONS)
     return {
         "add_task_requests": add_requests,
         "add_task_requests_per_100_shards": round(add_requests * 100 / REQUEST_SHARDS, 3),
-        "poll_requests_per_cycle": sum(trigger_counts.values()),
-        "poke_requests_per_cycle": sum(poke_counts.values()),
+        "poll_requests_per_cycle": sum(running_counts.values()),
+        "poke_requests_per_cycle": sum(running_poke_counts.values()),
+        "poll_requests_per_cycle_none_running": sum(trigger_counts.values()),
+        "poke_requests_per_cycle_none_running": sum(poke_counts.values()),
         "provider_style_requests_per_poll": sum(stock_poll_counts.values()),
         "provider_style_add_task_requests": stock_add_requests,
         "provider_style_requests_per_poll_task_per_image": sum(per_image_poll_counts.values()),
@@ -173,7 +209,9 @@ def run(batch_endpoint) -> dict[str, Any]:
         "request_context": {
             "images": REQUEST_IMAGES, "shards": REQUEST_SHARDS,
             "add_operations": add_counts, "provider_style_add_operations": stock_add_counts,
-            "trigger_poll_operations": trigger_counts, "poke_operations": poke_counts,
+            "trigger_poll_operations": running_counts, "poke_operations": running_poke_counts,
+            "trigger_poll_operations_none_running": trigger_counts,
+            "poke_operations_none_running": poke_counts,
             "provider_style_poll_operations": stock_poll_counts,
             "provider_style_task_per_image_poll_operations": per_image_poll_counts,
         },

@@ -46,13 +46,13 @@ TARGETS = {
     # the ratio to the articles' loop stays a reported figure (it depends on the kind of CPU drawn).
     "scoring_fraction_of_bound": ">= 85 %",
     "add_task_requests_per_100_shards": "<= 1",
-    "poll_requests_per_cycle": "== 1",
+    "poll_requests_per_cycle": "== 1",  # while a task runs; with none running the job state is read too
     "merge_peak_rss_mb": "< 150",
     "merge_faster_than_pandas": "merge_seconds < pandas_merge_seconds",
     "deferrable_share_of_poke": "<= 5 %",
     "scale_xcom_bytes_at_100k": "<= 64 KB",
     "scale_staging_mb_at_1m_names": "<= 300 MB",
-    "scale_staging_time_growth_vs_linear": "<= 1.5",
+    "scale_staging_time_growth_vs_linear": "<= 1.5",  # staging's own time: Azurite's List Blobs wait is reported apart
 }
 
 

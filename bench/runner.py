@@ -152,6 +152,9 @@ def table(results: dict[str, Any]) -> str:
         ("requests per poll (ours vs list every task)", r("poll_requests_per_cycle"),
          r("provider_style_requests_per_poll"),
          ratio(r("provider_style_requests_per_poll"), r("poll_requests_per_cycle"))),
+        ("requests per poll, no task running (ours vs list every task)", r("poll_requests_per_cycle_none_running"),
+         r("provider_style_requests_per_poll"),
+         ratio(r("provider_style_requests_per_poll"), r("poll_requests_per_cycle_none_running"))),
         ("bytes per poll (ours vs list every task)", r("poll_response_bytes"),
          r("provider_style_poll_response_bytes"),
          ratio(r("provider_style_poll_response_bytes"), r("poll_response_bytes"))),
@@ -169,6 +172,9 @@ def table(results: dict[str, Any]) -> str:
          ratio(r("scale_xcom_bytes_at_100k_before_move"), r("scale_xcom_bytes_at_100k"))),
         *[(f"{step} seconds (100k vs 10k images)", at(large, step, "seconds"), at(small, step, "seconds"),
            ratio(at(large, step, "seconds"), at(small, step, "seconds"))) for step in ("stage", "describe", "merge")],
+        *[(f"stage {part} (100k vs 10k images)", at(large, "stage", key), at(small, "stage", key),
+           ratio(at(large, "stage", key), at(small, "stage", key)))
+          for part, key in (("own seconds", "own_seconds"), ("List Blobs wait seconds", "list_wait_seconds"))],
         *[(f"{step} own MB (100k vs 10k images)", at(large, step, "step_mb"), at(small, step, "step_mb"), None)
           for step in ("stage", "describe", "merge")],
     ]

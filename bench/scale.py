@@ -15,7 +15,11 @@ one after another, as the DAG's tasks would:
 
 Per step: seconds (inside the child, from the first request to the last),
 the child's peak resident set (``VmHWM``) and its resident set just before the
-step (after imports), whose difference is the step's own memory. XCom bytes:
+step (after imports), whose difference is the step's own memory. For ``stage``
+also the time the storage service took to answer its List Blobs requests
+(``list_wait_seconds``) and the rest, staging's own time (``own_seconds``): the
+linear-time target is judged on the latter, since Azurite's listing grows with
+the square of the container (see ``_time_list_requests``). XCom bytes:
 the JSON of what the DAG's ``stage``, ``build_tasks`` and ``merge`` tasks
 return for that month, next to what they returned before the record and the
 task descriptions moved to Blob storage (the whole stage record and every task
@@ -98,6 +102,31 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} missing from /proc/self/status (not Linux?)")
 
 
+def _time_list_requests(container: Any) -> dict[str, float]:
+    """Count and time the List Blobs requests staging sends through ``container`` (the input container).
+
+    Staging lists through the container client's ``_send_request`` (``staging.list_names``),
+    which reads each page's body before it returns, so the time inside it is the time
+    the storage service took to answer; the rest of the stage step is ours. Azurite's
+    Loki store filters and sorts every remaining blob of the account for each page
+    of 5,000 names, so its listing time grows with the square of the month: that is
+    the emulator's cost, reported beside ours rather than judged as ours.
+    """
+    totals = {"requests": 0, "seconds": 0.0}
+    send = container._client._send_request  # noqa: SLF001 - the hook staging itself uses
+
+    def timed(request: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return send(request, **kwargs)
+        finally:
+            totals["requests"] += 1
+            totals["seconds"] += time.perf_counter() - started
+
+    container._client._send_request = timed  # noqa: SLF001
+    return totals
+
+
 def run_step(step: str, month: str) -> dict[str, Any]:
     """One step of the DAG for one month, in this (child) process."""
     from azure.storage.blob import BlobServiceClient
@@ -121,11 +150,14 @@ def run_step(step: str, month: str) -> dict[str, Any]:
     before = _rss_mb("VmRSS")
     started = time.perf_counter()
     if step == "stage":
+        listing = _time_list_requests(images)
         result = stage_month(images, work, parse_month(month), plan.run_key, plan.shard_size)
         xcom = {"stage": result.reference(), "weights_blob": "runs/x/weights/yolov8n.pt",
                 "work_prefix": result.paths.prefix, "started_at": time.time()}
         before_move = {**xcom, "stage": result.to_dict()}
-        extra = {"image_count": result.image_count, "shards": len(result.shards)}
+        extra = {"image_count": result.image_count, "shards": len(result.shards),
+                 "list_requests": listing["requests"], "list_wait_seconds": round(listing["seconds"], 3),
+                 "own_seconds": round(time.perf_counter() - started - listing["seconds"], 3)}
     elif step == "describe":
         stage = load_stage(work, parse_month(month), plan.run_key)
         specs = scoring_task_specs(stage, plan, config, images.url, "runs/x/weights/yolov8n.pt")
@@ -200,6 +232,12 @@ def _growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
             "xcom_bytes": round(large["xcom_bytes"] / small["xcom_bytes"], 3)}
 
 
+def _per_name_growth(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
+    """Seconds per name of the stage step's ``key`` at the large month over the small one (1.0: linear)."""
+    per_name = [size["steps"]["stage"][key] / size["images"] for size in (small, large)]
+    return round(per_name[1] / per_name[0], 3)
+
+
 def run(connection_string: str, blob_url: str, account: str, key: str, work_dir: Path) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
     sas = {name: _sas(name, account, key) for name in (INPUT, WORK)}
@@ -227,8 +265,12 @@ def run(connection_string: str, blob_url: str, account: str, key: str, work_dir:
         # Staging's own memory for a month of a million names, on the line through the smallest and largest months.
         "scale_staging_mb_at_1m_names": round(first["steps"]["stage"]["step_mb"] + slope * (1e6 - first["images"]), 1),
         "scale_staging_mb_per_million_names_marginal": round(slope * 1e6, 1),
-        "scale_staging_time_growth_vs_linear": round(
-            (stage_top["seconds"] / top["images"]) / (ordered[0]["steps"]["stage"]["seconds"] / ordered[0]["images"]), 3),
+        # Staging's own time (the stage step less the time the storage service took to answer List Blobs),
+        # per name at the largest month over per name at the smallest: 1.0 is linear.
+        "scale_staging_time_growth_vs_linear": _per_name_growth(first, top, "own_seconds"),
+        # The same for the whole step, Azurite's listing included, and for the listing alone (reported).
+        "scale_staging_total_time_growth_vs_linear": _per_name_growth(first, top, "seconds"),
+        "scale_listing_time_growth_vs_linear": _per_name_growth(first, top, "list_wait_seconds"),
         "scale_context": {
             "sizes": sizes,
             "growth": {f"{a['images']}->{b['images']}": _growth(a, b) for a, b in zip(ordered, ordered[1:])},
@@ -236,7 +278,10 @@ def run(connection_string: str, blob_url: str, account: str, key: str, work_dir:
             "shard_size": 500, "upload_threads": SCALE_UPLOAD_THREADS,
             "note": "each step in a fresh child process; step_mb = peak RSS (VmHWM) minus RSS just before the step; "
                     "time growth vs linear = seconds per name at the largest size over seconds per name at the "
-                    "smallest (1.0 is linear, below 1 means fixed costs dominate the small month)",
+                    "smallest (1.0 is linear, below 1 means fixed costs dominate the small month); the judged "
+                    "figure is staging's own time (own_seconds: the step less list_wait_seconds, the time "
+                    "the storage service took to answer List Blobs); the step's total and the listing's "
+                    "growth are reported beside it",
         },
     }
 
