@@ -108,6 +108,15 @@ class JobProgress:
         """Every expected task has completed (a job with fewer tasks is not done)."""
         return self.active == 0 and self.running == 0 and self.completed >= expected_tasks
 
+    def needs_job_state(self, expected_tasks: int) -> bool:
+        """Whether these counts alone cannot tell if the job is over, so the job's state must be read too.
+
+        Terminating a job ends its running tasks and leaves the unstarted ones ``active``
+        (``Job_Terminate``, REST reference), so an ended job shows tasks remaining and none
+        running. While a task runs the job cannot have ended: one request a poll suffices.
+        """
+        return not self.counts_done(expected_tasks) and self.running == 0
+
     def is_done(self, expected_tasks: int) -> bool:
         """Every expected task completed, or the job itself completed (nothing more will run)."""
         return self.job_completed or self.counts_done(expected_tasks)

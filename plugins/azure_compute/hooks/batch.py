@@ -252,7 +252,7 @@ class BatchHook(AzureBatchHook):
         """
         counts = self.task_counts(job_id)
         progress = JobProgress.from_counts(counts)
-        if not progress.counts_done(expected_tasks) and progress.running == 0:
+        if progress.needs_job_state(expected_tasks):
             job = self.client.get_job(job_id, select=["id", "state", "executionInfo"])
             progress = JobProgress.from_counts(counts, job)
         return progress

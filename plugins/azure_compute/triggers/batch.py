@@ -41,9 +41,9 @@ class _BatchPollingTrigger(AzurePollingTrigger):
 class AzureBatchJobTrigger(_BatchPollingTrigger):
     """Wait until every task of a Batch job has completed, or the job itself has.
 
-    One ``get_job_task_counts`` request per poll, plus a GET of the job's state while
-    tasks remain (a terminated job leaves unstarted tasks active for ever); never a
-    task listing. Emits ``success`` with ``counts`` when all ``expected_tasks``
+    One ``get_job_task_counts`` request per poll while a task runs, plus a GET of the
+    job's state while tasks remain and none runs (a terminated job leaves unstarted
+    tasks active for ever: ``JobProgress.needs_job_state``); never a task listing. Emits ``success`` with ``counts`` when all ``expected_tasks``
     completed or the job completed (the sensor applies the error threshold and names
     what never ran), ``timeout`` at ``end_time``, or ``error`` when the job vanished
     or credentials were refused.
@@ -75,7 +75,7 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
     async def poll_once(self, client) -> dict[str, Any] | None:
         result = await client.get_job_task_counts(self.job_id)
         progress = JobProgress.from_counts(result.task_counts)
-        if not progress.counts_done(self.expected_tasks):
+        if progress.needs_job_state(self.expected_tasks):  # the same rule as BatchHook.job_progress
             job = await client.get_job(self.job_id, select=["id", "state", "executionInfo"])
             progress = JobProgress.from_counts(result.task_counts, job)
         if self.done_at_start is None:
