@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from azure_compute.operators.aml import AzureMLEnsureComputeOperator, AzureMLSubmitPipelineJobOperator
@@ -124,8 +124,16 @@ with DAG(
 
     @task
     def build_tasks(staged: dict) -> dict:
-        """Describe one Batch task per shard into the run's work folder; XCom gets the blob and the count."""
-        return tasks.build_tasks(CONFIG, _plan(get_current_context()["ti"]), staged)
+        """Describe one Batch task per shard into the run's work folder; XCom gets the blob and the count.
+
+        It runs beside the pool's start-up, so it is not behind the branch; it skips itself
+        where the branch adds no Batch tasks (Azure ML, an empty month).
+        """
+        plan = _plan(get_current_context()["ti"])
+        if not tasks.needs_batch_tasks(staged, plan.backend):
+            raise AirflowSkipException(f"backend {plan.backend} with {staged['stage']['image_count']} images: "
+                                       "no Batch tasks to describe")
+        return tasks.build_tasks(CONFIG, plan, staged)
 
     @task
     def shard_aml_output(staged: dict) -> dict:

@@ -171,7 +171,8 @@ class RunPaths:
         """`stream` is "stdout" or "stderr"."""
         return f"{self.logs_prefix(shard)}{stream}.txt"
 
-    def code(self, name: str = "score.py") -> str:
+    def code(self, name: str) -> str:
+        """The run's copy of a file the nodes need (the scoring zipapp, the weights)."""
         return f"{self.prefix}code/{name}"
 
     @property

@@ -88,6 +88,11 @@ def choose_path(staged: dict[str, Any], backend: str) -> str:
     return "ensure_compute" if backend == "aml" else "ensure_pool"
 
 
+def needs_batch_tasks(staged: dict[str, Any], backend: str) -> bool:
+    """Whether the run adds Batch tasks: the Batch backend and a month with images (``choose_path``'s Batch branch)."""
+    return backend == "batch" and staged["stage"]["image_count"] > 0
+
+
 def build_tasks(config: DagConfig, plan: RunPlan, staged: dict[str, Any]) -> dict[str, Any]:
     """Describe one Batch task per shard into the run's work folder; the blob and the count, for XCom."""
     from include.monthly.scoring_tasks import scoring_task_specs, write_task_specs

@@ -71,6 +71,7 @@ def test_an_empty_month_publishes_an_empty_result_without_a_pool(monthly_dag, st
     state, states, log = run_month(monthly_dag, capfd, "2023-07")
     assert state == "success", log[-4000:]
     assert states["ensure_pool"] == "skipped" and states["publish"] == "success"
+    assert states["build_tasks"] == "skipped"  # no Batch task descriptions for a month without images
     assert "no images in this month's folder" in log
     published = load_published(storage.get_container_client("predictions"), parse_month("2023-07"))
     assert rows_of(published) == [] and published.predictions.decode().startswith("image,status,")

@@ -105,7 +105,7 @@ def test_run_paths_keep_months_and_runs_apart() -> None:
     assert january.manifest("shard-00000") == f"runs/202401/{run_key('r1')}/manifests/shard-00000.txt"
     assert january.result("shard-00003").endswith("/results/shard-00003.csv")
     assert january.log("shard-00001", "stderr").endswith("/logs/shard-00001/stderr.txt")
-    assert january.code().endswith("/code/score.py")
+    assert january.code("score.pyz") == f"{january.prefix}code/score.pyz"
     assert january.merged_predictions == f"{january.prefix}merged/predictions.csv"
     others = [RunPaths(parse_month("2024-02"), run_key("r1")), RunPaths(parse_month("2024-01"), run_key("r2"))]
     for other in others:
