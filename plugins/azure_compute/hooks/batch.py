@@ -128,20 +128,22 @@ class BatchHook(AzureBatchHook):
 
     def get_conn(self) -> BatchClient:
         """The provider's client, with a retry policy that also retries throttled POSTs."""
-        conn = self.get_connection(self.conn_id)
-        account_url = self._get_field(conn.extra_dejson, "account_url")
-        if not account_url:
-            raise ValueError(f"connection {self.conn_id!r} has no extra 'account_url'")
-        if conn.login and conn.password:
-            credential: Any = AzureNamedKeyCredential(conn.login, conn.password)
-        else:
+        account_url, credential, identity = self._account(self.get_connection(self.conn_id))
+        if credential is None:
             from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
 
-            credential = get_sync_default_azure_credential(
-                managed_identity_client_id=conn.extra_dejson.get("managed_identity_client_id"),
-                workload_identity_tenant_id=conn.extra_dejson.get("workload_identity_tenant_id"),
-            )
+            credential = get_sync_default_azure_credential(**identity)
         return BatchClient(endpoint=account_url, credential=credential, retry_policy=BatchRetryPolicy())
+
+    def _account(self, conn: Any) -> tuple[str, Any, dict[str, Any]]:
+        """The connection's account URL, its shared key (None: Entra ID) and the identity options for Entra ID."""
+        extras = conn.extra_dejson
+        account_url = self._get_field(extras, "account_url")
+        if not account_url:
+            raise ValueError(f"connection {self.conn_id!r} has no extra 'account_url'")
+        key = AzureNamedKeyCredential(conn.login, conn.password) if conn.login and conn.password else None
+        identity = {name: extras.get(name) for name in ("managed_identity_client_id", "workload_identity_tenant_id")}
+        return account_url, key, identity
 
     def account_portal_url(self) -> str:
         """The Batch account's page in the Azure portal, from the connection's extras (for links)."""
@@ -409,20 +411,11 @@ class BatchHook(AzureBatchHook):
 
         from airflow.providers.common.compat.connection import get_async_connection
 
-        conn = await get_async_connection(self.conn_id, hook=self)
-        extras = conn.extra_dejson
-        account_url = self._get_field(extras, "account_url")
-        if not account_url:
-            raise ValueError(f"connection {self.conn_id!r} has no extra 'account_url'")
-        if conn.login and conn.password:
-            credential: Any = AzureNamedKeyCredential(conn.login, conn.password)
-        else:
-            from azure.identity.aio import DefaultAzureCredential
+        account_url, credential, identity = self._account(await get_async_connection(self.conn_id, hook=self))
+        if credential is None:
+            from airflow.providers.microsoft.azure.utils import get_async_default_azure_credential
 
-            credential = DefaultAzureCredential(
-                managed_identity_client_id=extras.get("managed_identity_client_id"),
-                workload_identity_tenant_id=extras.get("workload_identity_tenant_id"),
-            )
+            credential = get_async_default_azure_credential(**identity)  # the sync path's rules, async
         client = AsyncBatchClient(endpoint=account_url, credential=credential, retry_policy=AsyncBatchRetryPolicy())
         try:
             yield client
