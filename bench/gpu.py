@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.config import PROJECT_ROOT, SCORING_CONF, SCORING_IMGSZ, cpu_cores, weights_path
+from bench.scoring import _result_rows, score_folder_to_csv
 
 RESULTS = PROJECT_ROOT / "bench-gpu-results.json"
 SMOKE_RESULTS = PROJECT_ROOT / "bench-gpu-smoke.json"
@@ -125,12 +126,6 @@ class _Null:
         return None
 
 
-def _rows(name: str, result: Any) -> list[tuple]:
-    from bench.scoring import _result_rows
-
-    return _result_rows(name, result)
-
-
 def run_set(label: str, folder: Path, out: Path, weights: Path, device: str, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
     """Every side and bound on one image set."""
     import torch
@@ -154,7 +149,7 @@ def run_set(label: str, folder: Path, out: Path, weights: Path, device: str, bat
         for path in paths:
             result = model.predict(str(path), save=True, project=str(out), name="articles", exist_ok=True, **predict)[0]
             with open(labels / f"{path.stem}.csv", "w", newline="") as handle:
-                found = _rows(path.name, result)
+                found = _result_rows(path.name, result)
                 csv.writer(handle).writerows(found)
                 rows += len(found)
         return rows
@@ -202,7 +197,7 @@ def run_set(label: str, folder: Path, out: Path, weights: Path, device: str, bat
             with open(out / f"stream-b{batch}.csv", "w", newline="") as handle:
                 writer = csv.writer(handle)
                 for result in model.predict(str(folder), stream=True, batch=batch, **predict):
-                    found = _rows(Path(result.path).name, result)
+                    found = _result_rows(Path(result.path).name, result)
                     writer.writerows(found)
                     rows += len(found)
             return rows
@@ -213,13 +208,7 @@ def run_set(label: str, folder: Path, out: Path, weights: Path, device: str, bat
                                       conf=SCORING_CONF, workers=workers, decode_on_device=on_device)
 
             def ours(settings: Any = settings, mode: str = mode, batch: int = batch) -> int:
-                output = score.CsvOutput(out / f"ours-{mode}-b{batch}.csv")
-                rows = 0
-                for image_rows in score.score_items(detector, score.iter_directory(folder), settings):
-                    output.write(image_rows)
-                    rows += len(image_rows)
-                output.commit()
-                return rows
+                return score_folder_to_csv(detector, folder, settings, out / f"ours-{mode}-b{batch}.csv")
 
             ours()  # warm-up (the first batches set up cuDNN and nvJPEG)
             sides[f"ours_{mode}_b{batch}"] = _timed(ours, index)

@@ -70,6 +70,19 @@ def _result_rows(name: str, result: Any) -> list[tuple]:
     return rows
 
 
+def score_folder_to_csv(detector: Any, folder: Path, settings: Any, csv_path: Path) -> int:
+    """Our side's unit of work, as the CLI does it: every image of ``folder`` into one CSV; the rows written."""
+    import score
+
+    output = score.CsvOutput(csv_path)
+    rows = 0
+    for image_rows in score.score_items(detector, score.iter_directory(folder), settings):
+        output.write(image_rows)
+        rows += len(image_rows)
+    output.commit()
+    return rows
+
+
 def _ours(images: list[Path], out: Path, weights: str) -> Callable[[Path], int]:
     sys.path.insert(0, str(PROJECT_ROOT / "include" / "scoring"))
     import score
@@ -80,13 +93,7 @@ def _ours(images: list[Path], out: Path, weights: str) -> Callable[[Path], int]:
     list(score.score_paths(detector, images[:1], settings))  # warm-up
 
     def once(folder: Path) -> int:
-        output = score.CsvOutput(out / f"{folder.name}.csv")
-        rows = 0
-        for image_rows in score.score_items(detector, score.iter_directory(folder), settings):
-            output.write(image_rows)
-            rows += len(image_rows)
-        output.commit()
-        return rows
+        return score_folder_to_csv(detector, folder, settings, out / f"{folder.name}.csv")
 
     return once
 
