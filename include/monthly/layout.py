@@ -89,12 +89,19 @@ def compute_id(*readable: str, digest_of: tuple[str, ...] = ()) -> str:
 
     The readable parts joined by '-', then (when ``digest_of`` is given) 8 hex of
     their SHA-256, so inputs that slug alike still differ; at most 64 characters,
-    never ending in '-'. Valid as an Azure Batch id (letters, digits, '-', '_',
-    ≤ 64) and as an Azure ML job name (the same, ≤ 255, starting with a letter
-    or digit) when the parts are slugs, month keys or run keys.
+    never ending in '-'. Too long, the readable text is cut and the digest is of
+    the whole text (and ``digest_of``), so what differs only in the cut tail (a
+    long pool prefix ahead of a run key) still gets ids of its own. Valid as an
+    Azure Batch id (letters, digits, '-', '_', ≤ 64) and as an Azure ML job name
+    (the same, ≤ 255, starting with a letter or digit) when the parts are slugs,
+    month keys or run keys.
     """
-    parts = [*readable, _hash8(*digest_of)] if digest_of else list(readable)
-    return "-".join(part for part in parts if part)[:BATCH_ID_MAX_LENGTH].rstrip("-")
+    text = "-".join(part for part in readable if part)
+    digest = _hash8(*digest_of) if digest_of else ""
+    if len(text) + (len(digest) + 1 if digest else 0) > BATCH_ID_MAX_LENGTH:
+        digest = _hash8(text, *digest_of)
+        text = text[: BATCH_ID_MAX_LENGTH - len(digest) - 1].rstrip("-")
+    return "-".join(part for part in (text, digest) if part)
 
 
 def run_key(run_id: str) -> str:

@@ -91,7 +91,11 @@ def test_pool_ids_follow_the_same_rule() -> None:
     assert len(set(pools)) == len(pools)
     for key, value in zip(keys, pools):
         assert value == f"yolo-gpu-{key}" and BATCH_ID.match(value), value
-    assert pool_id("p" * 70, keys[0]) == "p" * 64
+    # A prefix too long for the run key beside it: cut, but every run still gets a pool of its own
+    # (runs sharing a pool would tear down each other's nodes).
+    long_prefix = [pool_id("p" * 70, key) for key in keys]
+    assert len(set(long_prefix)) == len(keys)
+    assert all(len(value) <= 64 and BATCH_ID.match(value) and value.startswith("p" * 50) for value in long_prefix)
     assert compute_id("a-", "b", digest_of=("x",)).startswith("a--b-")  # parts kept as given, digest last
 
 
