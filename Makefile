@@ -49,7 +49,7 @@ browser:
 	  fi; }
 
 test: venv node runtime browser
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 # The product on the local stack: seed a month into Azurite, run the monthly DAG
 # through Airflow on the local Batch service, keep a copy under demo-output/.
