@@ -80,17 +80,24 @@ def stage(config: DagConfig, plan: RunPlan) -> dict[str, Any]:
             "work_prefix": paths.prefix, "started_at": time.time()}
 
 
-def choose_path(staged: dict[str, Any], backend: str) -> str:
+def _first_task(staged: dict[str, Any], backend: str) -> str:
     """The first task of the chosen backend; an empty month skips compute and goes straight to the merge."""
     if staged["stage"]["image_count"] == 0:
-        print("no images in this month's folder: publishing an empty result, no compute is started")
         return "merge"
     return "ensure_compute" if backend == "aml" else "ensure_pool"
 
 
+def choose_path(staged: dict[str, Any], backend: str) -> str:
+    """The branch's choice (``_first_task``), saying so when the month is empty."""
+    first = _first_task(staged, backend)
+    if first == "merge":
+        print("no images in this month's folder: publishing an empty result, no compute is started")
+    return first
+
+
 def needs_batch_tasks(staged: dict[str, Any], backend: str) -> bool:
-    """Whether the run adds Batch tasks: the Batch backend and a month with images (``choose_path``'s Batch branch)."""
-    return backend == "batch" and staged["stage"]["image_count"] > 0
+    """Whether the run adds Batch tasks: the branch goes to the pool."""
+    return _first_task(staged, backend) == "ensure_pool"
 
 
 def build_tasks(config: DagConfig, plan: RunPlan, staged: dict[str, Any]) -> dict[str, Any]:
