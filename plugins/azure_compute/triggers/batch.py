@@ -43,10 +43,11 @@ class AzureBatchJobTrigger(_BatchPollingTrigger):
 
     One ``get_job_task_counts`` request per poll while a task runs, plus a GET of the
     job's state while tasks remain and none runs (a terminated job leaves unstarted
-    tasks active for ever: ``JobProgress.needs_job_state``); never a task listing. Emits ``success`` with ``counts`` when all ``expected_tasks``
-    completed or the job completed (the sensor applies the error threshold and names
-    what never ran), ``timeout`` at ``end_time``, or ``error`` when the job vanished
-    or credentials were refused.
+    tasks active for ever: ``JobProgress.needs_job_state``); never a task listing.
+    Emits ``success`` with ``counts`` when all ``expected_tasks`` completed or the job
+    completed (the sensor applies the error threshold and names what never ran),
+    ``timeout`` at ``end_time``, or ``error`` when the job vanished or credentials
+    were refused.
     """
 
     def __init__(
